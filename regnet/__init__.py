@@ -1,0 +1,26 @@
+"""Native PyTorch RegNet: the pycls design space, modules, model zoo and safetensors loading."""
+
+from regnet.config import RegNetConfig, StageConfig
+from regnet.design import RegNetParams
+from regnet.loading import load, read_metadata
+from regnet.model import RegNet
+from regnet.zoo import ZOO, canonical_name, pycls_name, zoo_config
+
+__all__ = [
+    "ZOO",
+    "RegNet",
+    "RegNetConfig",
+    "RegNetParams",
+    "StageConfig",
+    "canonical_name",
+    "create_model",
+    "load",
+    "pycls_name",
+    "read_metadata",
+    "zoo_config",
+]
+
+
+def create_model(name: str, num_classes: int = 1000) -> RegNet:
+    """A zoo RegNet (`regnetx_4.0gf` or `RegNetX-4.0GF`) with freshly initialised weights."""
+    return RegNet(zoo_config(name, num_classes))

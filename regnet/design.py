@@ -1,0 +1,67 @@
+"""The RegNet design space: from (w0, wa, wm, depth, ...) to per-stage widths and depths.
+
+The arithmetic follows pycls exactly (numpy float64 rounding included), so that every zoo
+model gets the very widths its published weights have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import groupby
+
+import numpy as np
+
+from regnet.config import RegNetConfig, StageConfig
+
+
+def quantized_linear_widths(w0: int, wa: float, wm: float, depth: int, quantum: int = 8) -> list[int]:
+    """Per-block widths: the linear rule w0 + wa*j snapped to powers of wm, then to multiples of `quantum`."""
+    if not (wa >= 0 and w0 > 0 and wm > 1 and w0 % quantum == 0):
+        raise ValueError(f"invalid RegNet parameters w0={w0} wa={wa} wm={wm} (quantum {quantum})")
+    continuous = np.arange(depth) * wa + w0
+    exponents = np.round(np.log(continuous / w0) / np.log(wm))
+    widths = np.round(w0 * np.power(wm, exponents) / quantum) * quantum
+    return widths.astype(int).tolist()
+
+
+def compatible_width_and_group(width: int, bottleneck_multiplier: float, group_width: int) -> tuple[int, int]:
+    """Adjust a stage's width so its bottleneck width is a multiple of its (capped) group width."""
+    bottleneck = int(width * bottleneck_multiplier)
+    group_width = min(group_width, bottleneck)
+    bottleneck = int(round(bottleneck / group_width) * group_width)
+    return int(bottleneck / bottleneck_multiplier), group_width
+
+
+@dataclass(frozen=True)
+class RegNetParams:
+    """A point of the RegNet design space (the REGNET section of a pycls config)."""
+
+    depth: int
+    w0: int
+    wa: float
+    wm: float
+    group_width: int
+    bottleneck_multiplier: float = 1.0
+    se_ratio: float | None = None
+    stem_width: int = 32
+    stride: int = 2
+    quantum: int = 8
+
+    def stages(self) -> tuple[StageConfig, ...]:
+        """Per-stage depths, widths and group widths, as pycls derives them."""
+        block_widths = quantized_linear_widths(self.w0, self.wa, self.wm, self.depth, self.quantum)
+        stages = []
+        for width, run in groupby(block_widths):
+            width, group_width = compatible_width_and_group(width, self.bottleneck_multiplier, self.group_width)
+            stages.append(StageConfig(len(list(run)), width, group_width, self.bottleneck_multiplier, self.stride))
+        return tuple(stages)
+
+    def config(self, num_classes: int = 1000, name: str | None = None) -> RegNetConfig:
+        """The buildable per-stage config of this design point."""
+        return RegNetConfig(
+            stages=self.stages(),
+            se_ratio=self.se_ratio,
+            stem_width=self.stem_width,
+            num_classes=num_classes,
+            name=name,
+        )

@@ -1,0 +1,91 @@
+"""Read a pycls checkpoint without ever running pickled code."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from regnet_convert.errors import ConvertError
+
+_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global|GLOBAL|global)[:\s]+(?:GLOBAL\s+)?([\w.]+)")
+
+
+@dataclass
+class PyclsCheckpoint:
+    """The parts of a pycls `.pyth` file conversion uses."""
+
+    state: dict[str, torch.Tensor]
+    cfg: dict | None  # the training config (pycls's `cfg.dump()`), when the file has one
+    has_optimizer_state: bool = False
+
+
+def _describe_load_failure(exc: Exception) -> str:
+    message = " ".join(str(exc).split())
+    if "weights_only" in message or "Unsupported global" in message:
+        found = _UNSAFE_GLOBAL.search(message)
+        what = f" ('{found.group(1)}')" if found else ""
+        return (
+            f"refused to unpickle: the file references code or objects{what} that a checkpoint of tensors "
+            "never needs (nothing was executed)"
+        )
+    if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
+        return f"truncated or damaged checkpoint ({message[:120]})"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}: {message[:120]})"
+
+
+def load_tensors_safely(path: Path) -> object:
+    """`torch.load` restricted to tensors and plain containers; memory-mapped when the format allows."""
+    if not path.exists():
+        raise ConvertError(path, "no such file")
+    if path.is_dir():
+        raise ConvertError(path, "is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise ConvertError(path, "empty file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
+        raise ConvertError(path, _describe_load_failure(exc)) from None
+
+
+def _parse_cfg(path: Path, cfg: object) -> dict | None:
+    if cfg is None or isinstance(cfg, dict):
+        return cfg
+    if isinstance(cfg, str):
+        try:
+            parsed = yaml.safe_load(cfg)
+        except yaml.YAMLError as exc:
+            raise ConvertError(path, f"its 'cfg' is not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(parsed, dict):
+            return parsed
+    raise ConvertError(path, f"its 'cfg' is a {type(cfg).__name__}, not a pycls config")
+
+
+def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not state:
+        raise ConvertError(path, f"{what} is not a non-empty dict of tensors")
+    not_tensors = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if not_tensors:
+        raise ConvertError(path, f"{what} holds entries that are not named tensors, e.g. {not_tensors[0]!r}")
+    return state
+
+
+def read_pycls_checkpoint(path: str | Path) -> PyclsCheckpoint:
+    """A pycls training checkpoint (`model_state`, `cfg`, ...) or a bare state dict."""
+    path = Path(path)
+    obj = load_tensors_safely(path)
+    if isinstance(obj, dict) and "model_state" in obj:
+        state = _tensor_dict(path, obj["model_state"], "its 'model_state'")
+        cfg = _parse_cfg(path, obj.get("cfg"))
+        return PyclsCheckpoint(state, cfg, has_optimizer_state="optimizer_state" in obj)
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return PyclsCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
+    if isinstance(obj, dict):
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        raise ConvertError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
+    raise ConvertError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")

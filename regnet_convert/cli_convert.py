@@ -1,0 +1,68 @@
+"""`regnet-convert`: pycls checkpoints to native RegNet safetensors files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from regnet_convert import __version__
+from regnet_convert.convert import DTYPES, convert_pycls
+from regnet_convert.errors import ConvertError
+from regnet_convert.inspect_file import describe
+
+
+def fail(error: ConvertError) -> None:
+    """Report one error line on stderr and exit non-zero."""
+    click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="regnet-convert")
+def main() -> None:
+    """Convert pycls RegNet checkpoints into native PyTorch RegNets stored as safetensors.
+
+    \b
+    Examples:
+      regnet-convert pycls RegNetX-4.0GF_dds_8gpu.pyth checkpoints/regnetx_4.0gf.safetensors
+      regnet-convert inspect checkpoints/regnetx_4.0gf.safetensors
+    """
+
+
+@main.command("pycls")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--model", metavar="NAME", help="Zoo model the weights must be (e.g. regnetx_4.0gf).")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Cast floating tensors (default: keep).")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def convert_pycls_command(
+    source: Path, output: Path, model: str | None, dtype: str | None, force: bool, verbose: bool, quiet: bool
+) -> None:
+    """Convert a pycls checkpoint SOURCE (.pyth, or a bare state dict) into OUTPUT (.safetensors).
+
+    The architecture comes from --model, else the checkpoint's cfg, else the zoo model or
+    per-stage structure its tensor shapes imply. Every tensor is mapped (or the conversion
+    fails), loaded strictly and run once before OUTPUT is written, atomically.
+    """
+    log = (lambda line: click.echo(line, err=True)) if verbose and not quiet else (lambda _: None)
+    try:
+        result = convert_pycls(source, output, model=model, dtype=dtype, force=force, quiet=quiet, log=log)
+    except ConvertError as error:
+        fail(error)
+    if not quiet:
+        click.echo(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
+
+
+@main.command("inspect")
+@click.argument("file", type=click.Path(path_type=Path))
+def inspect_command(file: Path) -> None:
+    """Show the model, size, complexity and metadata of a .pyth or converted FILE."""
+    try:
+        lines = describe(file)
+    except ConvertError as error:
+        fail(error)
+    click.echo("\n".join(lines))

@@ -1,0 +1,64 @@
+"""The model-zoo manifest (`checkpoints/zoo.json`): reference numbers and download addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from regnet import canonical_name
+
+
+def checkpoints_dir() -> Path:
+    """Where the manifest and converted files live (`$REGNET_CHECKPOINTS` or the project's `checkpoints/`)."""
+    return Path(os.environ.get("REGNET_CHECKPOINTS") or Path(__file__).resolve().parents[1] / "checkpoints")
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 and top-5 in percent."""
+
+    top1: float
+    top5: float
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model's published facts."""
+
+    name: str
+    pycls_name: str
+    params: int
+    flops: int
+    acts: int
+    pycls: Accuracy
+    seed_table: Accuracy | None
+    weights_url: str
+
+
+@cache
+def _load(path: Path) -> dict[str, ZooEntry]:
+    entries = {}
+    for item in json.loads(path.read_text())["models"]:
+        seed = item.get("seed_table")
+        entries[item["name"]] = ZooEntry(
+            name=item["name"],
+            pycls_name=item["pycls_name"],
+            pycls=Accuracy(item["pycls"]["top1"], item["pycls"]["top5"]),
+            seed_table=Accuracy(seed["top1"], seed["top5"]) if seed else None,
+            weights_url=item["weights_url"],
+            **item["complexity"],
+        )
+    return entries
+
+
+def zoo_entries() -> dict[str, ZooEntry]:
+    """All 24 entries, by canonical name."""
+    return _load(checkpoints_dir() / "zoo.json")
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """One entry; KeyError for a name outside the zoo."""
+    return zoo_entries()[canonical_name(name)]

@@ -1,0 +1,48 @@
+"""The CI check of the key mapping: every zoo model, random weights, pycls's logits == ours."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import probe_input, relative_difference
+from pycls_oracle import build, randomize, save_genuine_checkpoint
+
+import regnet
+from regnet_convert.cli_convert import main
+from regnet_convert.pycls_keys import to_native
+
+
+@pytest.mark.parametrize("name", list(regnet.ZOO))
+def test_converted_zoo_model_matches_pycls(name, tmp_path, runner):
+    reference = randomize(build(name), seed=len(name))
+    source = save_genuine_checkpoint(reference, tmp_path)
+    output = tmp_path / f"{name}.safetensors"
+
+    result = runner.invoke(main, ["pycls", str(source), str(output), "--quiet"])
+    assert result.exit_code == 0, result.output
+    source.unlink()
+
+    converted = regnet.load(output)
+    assert not converted.training
+    assert converted.metadata.model == name
+    x = probe_input(resolution=64)
+    with torch.inference_mode():
+        expected, actual = reference(x), converted(x)
+    assert actual.shape == (2, 1000)
+    assert relative_difference(actual, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["regnetx_200mf", "regnety_200mf"])
+def test_converted_tensors_are_bit_exact_and_named_natively(name, tmp_path, runner):
+    reference = randomize(build(name), seed=7)
+    source = save_genuine_checkpoint(reference, tmp_path)
+    output = tmp_path / "out.safetensors"
+    assert runner.invoke(main, ["pycls", str(source), str(output)]).exit_code == 0
+
+    converted = regnet.load(output).state_dict()
+    pycls_state = reference.state_dict()
+    mapped = {to_native(k): v for k, v in pycls_state.items() if not k.endswith("num_batches_tracked")}
+    assert set(converted) - {k for k in converted if k.endswith("num_batches_tracked")} == set(mapped)
+    for key, tensor in mapped.items():
+        assert converted[key].dtype == tensor.dtype
+        assert torch.equal(converted[key], tensor), key
