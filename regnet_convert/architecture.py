@@ -42,6 +42,13 @@ def zoo_name_of(config: RegNetConfig) -> str | None:
     return None
 
 
+def check_cfg_model_type(path: str, cfg: dict) -> None:
+    """Fail early, naming the model type, when a pycls cfg describes something other than a RegNet."""
+    model_type = str(cfg.get("MODEL", {}).get("TYPE", "")).lower()
+    if model_type not in ("regnet", "anynet"):
+        raise ConvertError(path, f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
+
+
 def config_from_cfg(cfg: dict, num_classes: int | None) -> RegNetConfig:
     """The network a pycls training config describes; ValueError for non-RegNet models."""
     model = cfg.get("MODEL", {})

@@ -13,7 +13,7 @@ import yaml
 
 from regnet_convert.errors import ConvertError
 
-_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global|GLOBAL|global)[:\s]+(?:GLOBAL\s+)?([\w.]+)")
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 @dataclass
@@ -27,16 +27,16 @@ class PyclsCheckpoint:
 
 def _describe_load_failure(exc: Exception) -> str:
     message = " ".join(str(exc).split())
-    if "weights_only" in message or "Unsupported global" in message:
-        found = _UNSAFE_GLOBAL.search(message)
-        what = f" ('{found.group(1)}')" if found else ""
+    detail = message.split(" Check the documentation")[0]
+    detail = detail.split("WeightsUnpickler error:")[-1].split("from a trusted source.")[-1].strip()
+    if found := _UNSAFE_GLOBAL.search(detail):
         return (
-            f"refused to unpickle: the file references code or objects{what} that a checkpoint of tensors "
-            "never needs (nothing was executed)"
+            f"refused to unpickle: the file references {found.group(1)!r}, code or objects that a checkpoint "
+            "of tensors never needs (nothing was executed)"
         )
     if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
-        return f"truncated or damaged checkpoint ({message[:120]})"
-    return f"not a PyTorch checkpoint ({type(exc).__name__}: {message[:120]})"
+        return f"truncated or damaged checkpoint ({detail[:120]})"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}: {detail[:120]})"
 
 
 def load_tensors_safely(path: Path) -> object:

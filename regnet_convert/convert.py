@@ -15,7 +15,7 @@ from tqdm import tqdm
 from regnet import RegNet, RegNetConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert import __version__
-from regnet_convert.architecture import find_config
+from regnet_convert.architecture import check_cfg_model_type, find_config
 from regnet_convert.atomic import atomic_output, check_output
 from regnet_convert.checkpoint import read_pycls_checkpoint
 from regnet_convert.errors import ConvertError
@@ -42,7 +42,14 @@ def sha256_of(path: Path, quiet: bool = True) -> str:
     digest = hashlib.sha256()
     with (
         open(path, "rb") as f,
-        tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="hashing", disable=quiet, leave=False) as bar,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc="hashing",
+            disable=True if quiet else None,
+            leave=False,
+        ) as bar,
     ):
         while chunk := f.read(1 << 22):
             digest.update(chunk)
@@ -98,6 +105,8 @@ def convert_pycls(
     source, output = Path(source), Path(output)
     check_output(output, force)
     checkpoint = read_pycls_checkpoint(source)
+    if checkpoint.cfg is not None and model is None:
+        check_cfg_model_type(str(source), checkpoint.cfg)
     state, dropped = map_pycls_keys(source, checkpoint.state)
     for key in dropped:
         log(f"dropped {key} (a training counter, not needed for inference)")

@@ -1,0 +1,77 @@
+"""The native model: design space, complexity and structure against pycls's own code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pycls.models.regnet import RegNet as PyclsRegNet
+from pycls_oracle import configure_regnet
+
+import regnet
+from regnet import RegNetConfig, RegNetParams, StageConfig
+
+MANIFEST = json.loads((Path(__file__).parents[1] / "checkpoints" / "zoo.json").read_text())["models"]
+
+
+@pytest.mark.parametrize("entry", MANIFEST, ids=[e["name"] for e in MANIFEST])
+def test_complexity_equals_pycls_published_numbers(entry):
+    with torch.device("meta"):
+        model = regnet.create_model(entry["name"])
+    assert model.complexity(224) == entry["complexity"]
+
+
+@pytest.mark.parametrize("name", list(regnet.ZOO))
+def test_stages_equal_pycls_design_rule(name):
+    configure_regnet(regnet.ZOO[name])
+    args = PyclsRegNet.get_args()
+    stages = regnet.zoo_config(name).stages
+    assert [s.depth for s in stages] == args["ds"]
+    assert [s.width for s in stages] == args["ws"]
+    assert [s.group_width for s in stages] == args["gws"]
+    assert [s.stride for s in stages] == args["ss"]
+
+
+def test_complexity_at_other_resolution_matches_pycls():
+    from pycls.core.config import cfg
+    from pycls.core.net import complexity as pycls_complexity
+
+    configure_regnet(regnet.ZOO["regnety_800mf"])
+    cfg.TRAIN.IM_SIZE = 160
+    with torch.device("meta"):
+        ours = regnet.create_model("regnety_800mf").complexity(160)
+    assert ours == pycls_complexity(PyclsRegNet)
+
+
+def test_names_accept_pycls_spelling():
+    assert regnet.canonical_name("RegNetX-4.0GF") == "regnetx_4.0gf"
+    assert regnet.pycls_name("regnety_12gf") == "RegNetY-12GF"
+    with pytest.raises(KeyError, match="unknown model"):
+        regnet.canonical_name("regnetz_1gf")
+
+
+def test_any_number_of_classes_and_custom_stages():
+    config = RegNetConfig(
+        stages=(StageConfig(1, 24, 8), StageConfig(2, 48, 8, stride=1), StageConfig(1, 64, 16, 0.5)),
+        se_ratio=0.5,
+        num_classes=7,
+    )
+    model = regnet.RegNet(config).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    assert model.stages[1][0].shortcut is not None  # width changes, so the first block projects
+    assert model.stages[1][1].shortcut is None
+    assert model.stages[0][0].se.reduce.out_channels == round(32 * 0.5)  # SE width from the block input width
+
+
+def test_invalid_designs_are_rejected():
+    with pytest.raises(ValueError, match="multiple of the group width"):
+        RegNetConfig(stages=(StageConfig(1, 24, 16),))
+    with pytest.raises(ValueError, match="invalid RegNet parameters"):
+        RegNetParams(depth=10, w0=20, wa=5.0, wm=2.5, group_width=8).stages()
+
+
+def test_config_round_trips_through_dict():
+    config = regnet.zoo_config("regnety_4.0gf", num_classes=10)
+    assert RegNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
