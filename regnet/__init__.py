@@ -2,7 +2,7 @@
 
 from regnet.config import RegNetConfig, StageConfig
 from regnet.design import RegNetParams
-from regnet.loading import load, read_metadata
+from regnet.loading import is_safetensors, load, read_metadata
 from regnet.model import RegNet
 from regnet.zoo import ZOO, canonical_name, pycls_name, zoo_config
 
@@ -14,6 +14,7 @@ __all__ = [
     "StageConfig",
     "canonical_name",
     "create_model",
+    "is_safetensors",
     "load",
     "pycls_name",
     "read_metadata",

@@ -12,6 +12,15 @@ from regnet.metadata import WeightsMetadata
 from regnet.model import RegNet
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether `path` opens as a safetensors file (converted by us or not)."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (SafetensorError, OSError):
+        return False
+
+
 def read_metadata(path: str | Path) -> WeightsMetadata:
     """The metadata of a converted file; ValueError if it is not one."""
     try:

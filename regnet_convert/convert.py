@@ -91,25 +91,22 @@ def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch
     return model
 
 
-def convert_pycls(
+def prepare_pycls(
     source: str | Path,
-    output: str | Path,
     *,
     model: str | None = None,
     dtype: str | None = None,
-    force: bool = False,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
-) -> Conversion:
-    """Convert one pycls checkpoint; the output appears complete or not at all."""
-    source, output = Path(source), Path(output)
-    check_output(output, force)
+) -> tuple[dict[str, torch.Tensor], Conversion]:
+    """Read, map, identify and check a pycls checkpoint in memory: native tensors and what they are."""
+    source = Path(source)
     checkpoint = read_pycls_checkpoint(source)
     if checkpoint.cfg is not None and model is None:
         check_cfg_model_type(str(source), checkpoint.cfg)
     state, dropped = map_pycls_keys(source, checkpoint.state)
-    for key in dropped:
-        log(f"dropped {key} (a training counter, not needed for inference)")
+    if dropped:
+        log(f"dropped {len(dropped)} BN num_batches_tracked counters, e.g. {dropped[0]} (not used for inference)")
     config, found_by = find_config(str(source), state, checkpoint.cfg, model)
     log(f"architecture from {found_by}: {config.name or 'custom RegNet'}")
     build_checked_model(source, config, state)
@@ -123,9 +120,26 @@ def convert_pycls(
         source_sha256=sha256_of(source, quiet),
         converter_version=__version__,
     )
+    return state, Conversion(config, found_by, metadata, len(state), dropped)
+
+
+def convert_pycls(
+    source: str | Path,
+    output: str | Path,
+    *,
+    model: str | None = None,
+    dtype: str | None = None,
+    force: bool = False,
+    quiet: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+) -> Conversion:
+    """Convert one pycls checkpoint; the output appears complete or not at all."""
+    output = Path(output)
+    check_output(output, force)
+    state, conversion = prepare_pycls(source, model=model, dtype=dtype, quiet=quiet, log=log)
     with atomic_output(output, force) as tmp:
         try:
-            save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata.to_strings())
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp, conversion.metadata.to_strings())
         except SafetensorError as exc:
             raise ConvertError(output, f"writing failed ({exc}); nothing was written") from None
-    return Conversion(config, found_by, metadata, len(state), dropped)
+    return conversion

@@ -7,19 +7,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+import regnet
 from regnet import RegNet, RegNetConfig, read_metadata
 from regnet_convert.architecture import find_config
 from regnet_convert.checkpoint import read_pycls_checkpoint
 from regnet_convert.convert import map_pycls_keys
 from regnet_convert.errors import ConvertError
-
-
-def _is_safetensors(path: Path) -> bool:
-    try:
-        with safe_open(str(path), framework="pt"):
-            return True
-    except Exception:  # any failure means "not safetensors"; the pycls reader reports why
-        return False
 
 
 def _architecture_lines(config: RegNetConfig) -> list[str]:
@@ -45,7 +38,7 @@ def describe(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise ConvertError(path, "no such file")
-    if _is_safetensors(path):
+    if regnet.is_safetensors(path):
         try:
             metadata = read_metadata(path)
         except ValueError as exc:

@@ -1,0 +1,61 @@
+"""Feed validation crops to the model: worker processes, pinned memory, shards for torch.distributed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from regnet_convert.imagenet import Sample
+from regnet_convert.preprocess import ImageDecodeError, load_crop, to_chw_tensor
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How images become network input (before normalisation, which happens on the device)."""
+
+    preset: str = "mmcls"
+    resize: int = 256
+    crop: int = 224
+    channel_order: str = "BGR"
+
+
+class ValidationImages(Dataset):
+    """uint8 CHW crops with their labels; an undecodable image yields its error instead of raising."""
+
+    def __init__(self, samples: list[Sample], settings: CropSettings) -> None:
+        self.samples = samples
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
+        path, label = self.samples[index]
+        s = self.settings
+        try:
+            crop = load_crop(path, resize=s.resize, crop=s.crop, preset=s.preset)
+        except ImageDecodeError as error:
+            return torch.zeros(3, s.crop, s.crop, dtype=torch.uint8), label, index, str(error)
+        return to_chw_tensor(crop, s.channel_order), label, index, ""
+
+
+def shard(samples: list[Sample], rank: int, world_size: int) -> list[Sample]:
+    """This process's share: every world_size-th sample, no padding and no duplicates."""
+    return samples[rank::world_size]
+
+
+def make_loader(
+    samples: list[Sample], settings: CropSettings, batch_size: int, workers: int, pin_memory: bool
+) -> DataLoader:
+    """A loader over `samples` in order (each exactly once)."""
+    return DataLoader(
+        ValidationImages(samples, settings),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,107 @@
+"""Top-1/top-5 counting over a loader, exact and reducible across processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from regnet_convert.preprocess import normalize
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Counts:
+    """Images seen and correctly classified (integers, so sums across processes are exact)."""
+
+    images: int = 0
+    top1: int = 0
+    top5: int = 0
+    bad_images: list[int] = field(default_factory=list)  # dataset indices that could not be decoded
+
+    def accuracy(self) -> tuple[float, float]:
+        """Top-1 and top-5 in percent."""
+        n = max(self.images, 1)
+        return 100.0 * self.top1 / n, 100.0 * self.top5 / n
+
+    def all_reduce(self) -> Counts:
+        """Sum over all processes of a torch.distributed job (no-op when there is none)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        totals = torch.tensor([self.images, self.top1, self.top5], dtype=torch.int64, device=device)
+        dist.all_reduce(totals)
+        gathered: list[list[int]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(gathered, self.bad_images)
+        images, top1, top5 = (int(v) for v in totals.tolist())
+        return Counts(images, top1, top5, sorted(i for part in gathered for i in part))
+
+
+class BadImage(Exception):
+    """An image that could not be decoded, with the decoder's one-line message."""
+
+
+@dataclass
+class Evaluation:
+    """How to run the model: device, normalisation, precision, memory format."""
+
+    device: torch.device
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    amp: str = "off"
+    channels_last: bool = False
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device, in eval mode and the requested memory format."""
+        model = model.to(self.device).eval()
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @torch.inference_mode()
+    def run(
+        self,
+        model: torch.nn.Module,
+        loader: DataLoader,
+        skip_bad_images: bool = False,
+        progress: bool = True,
+        on_bad_image: Callable[[int, str], None] | None = None,
+    ) -> tuple[Counts, float]:
+        """Count correct top-1/top-5 predictions; returns the counts and the wall time in seconds."""
+        counts, start = Counts(), time.perf_counter()
+        autocast = (
+            torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if AMP_DTYPES[self.amp] else nullcontext()
+        )
+        bar = tqdm(total=len(loader.dataset), unit="img", disable=not progress, desc="validating", leave=False)
+        for images, labels, indices, errors in loader:
+            ok = torch.tensor([not e for e in errors])
+            for index, error in zip(indices.tolist(), errors, strict=True):
+                if error:
+                    if not skip_bad_images:
+                        raise BadImage(error)
+                    counts.bad_images.append(index)
+                    if on_bad_image:
+                        on_bad_image(index, error)
+            if not ok.all():
+                images, labels = images[ok], labels[ok]
+            if len(labels):
+                x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    logits = model(x)
+                top5 = logits.float().topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+                hits = top5.eq(labels[:, None])
+                counts.images += len(labels)
+                counts.top1 += int(hits[:, 0].sum())
+                counts.top5 += int(hits.any(dim=1).sum())
+            bar.update(len(errors))
+            top1, top5 = counts.accuracy()
+            bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
+        bar.close()
+        return counts, time.perf_counter() - start

@@ -1,0 +1,128 @@
+"""ImageNet-1k validation images and their labels: class folders, or a flat folder plus a labels file."""
+
+from __future__ import annotations
+
+import csv
+from functools import cache
+from pathlib import Path
+
+from regnet_convert.errors import ConvertError
+from regnet_convert.preprocess import IMAGE_EXTENSIONS
+
+Sample = tuple[Path, int]
+FULL_VALIDATION_SET = 50_000
+
+
+@cache
+def wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids, sorted: a class's index is its position here."""
+    ids = (Path(__file__).with_name("imagenet_wnids.txt")).read_text().split()
+    assert len(ids) == 1000 and ids == sorted(ids)
+    return tuple(ids)
+
+
+@cache
+def class_index() -> dict[str, int]:
+    """WordNet id -> class index."""
+    return {wnid: i for i, wnid in enumerate(wnids())}
+
+
+def is_image(path: Path) -> bool:
+    """An image file by extension (anything else in the data folder is ignored)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _examples(items: list, n: int = 3) -> str:
+    return ", ".join(str(i) for i in items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def class_folder_samples(data: Path) -> list[Sample]:
+    """Images under 1000 (or fewer) WordNet-id folders; the id gives the label."""
+    folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ConvertError(data, "has no class folders (for a flat folder of images, give --labels FILE)")
+    unknown = [p.name for p in folders if p.name not in class_index()]
+    if unknown:
+        raise ConvertError(
+            data, f"{len(unknown)} class folder(s) are not ImageNet-1k WordNet ids: {_examples(unknown)}"
+        )
+    samples = [(path, class_index()[folder.name]) for folder in folders for path in sorted(folder.iterdir())]
+    return [(path, label) for path, label in samples if is_image(path)]
+
+
+def read_labels(labels: Path) -> dict[str, int]:
+    """Image name -> class index, from mmcls's `meta/val.txt` or Kaggle's `LOC_val_solution.csv`."""
+    if not labels.is_file():
+        raise ConvertError(labels, "no such labels file")
+    lines = labels.read_text().splitlines()
+    if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
+        table = {}
+        for row in csv.reader(lines[1:]):
+            if row:
+                wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
+                if wnid not in class_index():
+                    raise ConvertError(labels, f"row {row[0]!r} names {wnid!r}, not an ImageNet-1k WordNet id")
+                table[row[0]] = class_index()[wnid]
+        return table
+    table = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
+            raise ConvertError(labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line!r}")
+        table[parts[0]] = int(parts[1])
+    if not table:
+        raise ConvertError(labels, "holds no labels")
+    return table
+
+
+def _resolve(data: Path, name: str) -> Path | None:
+    """The image a labels entry names: a path relative to `data`, or (CSV ids) that name plus an extension."""
+    path = data / name
+    if path.is_file():
+        return path
+    for suffix in (".JPEG", ".jpeg", ".jpg", ".JPG", ".png"):
+        if (candidate := data / f"{name}{suffix}").is_file():
+            return candidate
+    return None
+
+
+def labelled_samples(data: Path, labels: Path) -> list[Sample]:
+    """Every labelled image must exist and every image in `data` must have a label."""
+    table = read_labels(labels)
+    samples, missing = [], []
+    for name, label in sorted(table.items()):
+        path = _resolve(data, name)
+        if path is None:
+            missing.append(name)
+        else:
+            samples.append((path, label))
+    if missing:
+        raise ConvertError(labels, f"names {len(missing)} image(s) missing from {data}: {_examples(missing)}")
+    labelled = {path.resolve() for path, _ in samples}
+    unlabelled = sorted(p.name for p in data.iterdir() if is_image(p) and p.resolve() not in labelled)
+    if unlabelled:
+        raise ConvertError(data, f"{len(unlabelled)} image(s) have no label in {labels.name}: {_examples(unlabelled)}")
+    return samples
+
+
+def find_samples(data: str | Path, labels: str | Path | None = None) -> list[Sample]:
+    """All validation images with their class indices, in a fixed order."""
+    data = Path(data)
+    if not data.exists():
+        raise ConvertError(data, "no such data directory")
+    if not data.is_dir():
+        raise ConvertError(data, "is not a directory")
+    samples = labelled_samples(data, Path(labels)) if labels else class_folder_samples(data)
+    if not samples:
+        raise ConvertError(data, "holds no images")
+    return samples
+
+
+def subset(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """A deterministic, evenly spread subset of `limit` samples (all of them when limit is None)."""
+    if limit is None or limit >= len(samples):
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]

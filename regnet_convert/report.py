@@ -1,0 +1,141 @@
+"""The validation result: comparison with the published numbers, a table, and a JSON record."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from regnet_convert.atomic import atomic_output
+from regnet_convert.evaluate import Counts
+from regnet_convert.imagenet import FULL_VALIDATION_SET
+from regnet_convert.manifest import Accuracy, ZooEntry
+
+# which published numbers each preprocessing preset reproduces
+PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
+
+
+@dataclass
+class ValidationResult:
+    """Everything the report shows."""
+
+    model: str
+    weights: str
+    counts: Counts
+    expected_images: int
+    preprocess: str
+    channel_order: str
+    amp: str
+    device: str
+    world_size: int
+    tolerance: float
+    wall_seconds: float
+    demo: bool = False
+    zoo: ZooEntry | None = None
+
+    @property
+    def top1(self) -> float:
+        return self.counts.accuracy()[0]
+
+    @property
+    def top5(self) -> float:
+        return self.counts.accuracy()[1]
+
+    @property
+    def comparable(self) -> bool:
+        """A full, clean 50,000-image run of a zoo model: the only kind that can pass or fail."""
+        return (
+            self.zoo is not None
+            and not self.demo
+            and self.expected_images == FULL_VALIDATION_SET
+            and self.counts.images == FULL_VALIDATION_SET
+            and not self.counts.bad_images
+        )
+
+    def references(self) -> dict[str, Accuracy | None]:
+        if self.zoo is None:
+            return {}
+        return {"seed_table": self.zoo.seed_table, "pycls": self.zoo.pycls}
+
+    @property
+    def compared_with(self) -> str | None:
+        """The reference the pass/fail verdict uses: the preset's own, else pycls's."""
+        refs = self.references()
+        name = PRESET_REFERENCE[self.preprocess]
+        return name if refs.get(name) else ("pycls" if refs.get("pycls") else None)
+
+    @property
+    def passed(self) -> bool | None:
+        if not self.comparable or self.compared_with is None:
+            return None
+        ref = self.references()[self.compared_with]
+        return abs(self.top1 - ref.top1) <= self.tolerance and abs(self.top5 - ref.top5) <= self.tolerance
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.counts.images + len(self.counts.bad_images)) / max(self.wall_seconds, 1e-9)
+
+    def verdict(self) -> str:
+        if self.demo:
+            return "DEMO (random weights on generated images; not comparable with any published number)"
+        if self.counts.bad_images:
+            return f"NOT COMPARABLE ({len(self.counts.bad_images)} undecodable image(s) skipped)"
+        if self.counts.images != FULL_VALIDATION_SET:
+            return f"SUBSET ({self.counts.images:,} of {FULL_VALIDATION_SET:,} images): not comparable"
+        if self.passed is None:
+            return "NO REFERENCE (not a zoo model)"
+        return f"{'PASS' if self.passed else 'FAIL'} (within ±{self.tolerance} pp of {self.compared_with})"
+
+    def table(self) -> str:
+        lines = [
+            f"model       {self.model}   weights {self.weights}",
+            f"setup       preprocess {self.preprocess}, {self.channel_order} input, amp {self.amp}, "
+            f"{self.device} x{self.world_size}",
+            f"{'':24}{'top-1':>8}{'top-5':>8}{'Δtop-1':>9}{'Δtop-5':>9}",
+            f"{'measured':24}{self.top1:8.2f}{self.top5:8.2f}",
+        ]
+        for name, ref in self.references().items():
+            label = {"seed_table": "seed table (mmcls)", "pycls": "pycls"}[name]
+            if ref is None:
+                lines.append(f"{label:24}{'-':>8}{'-':>8}")
+            else:
+                lines.append(
+                    f"{label:24}{ref.top1:8.2f}{ref.top5:8.2f}{self.top1 - ref.top1:+9.2f}{self.top5 - ref.top5:+9.2f}"
+                )
+        skipped = f" (+{len(self.counts.bad_images)} skipped)" if self.counts.bad_images else ""
+        lines += [
+            f"images      {self.counts.images:,}{skipped}",
+            f"result      {self.verdict()}",
+            f"throughput  {self.images_per_second:,.1f} images/s, wall time {self.wall_seconds:.1f} s",
+        ]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        refs = {k: (vars(v) if v else None) for k, v in self.references().items()}
+        return {
+            "model": self.model,
+            "weights": self.weights,
+            "images": self.counts.images,
+            "skipped_images": len(self.counts.bad_images),
+            "subset": self.counts.images != FULL_VALIDATION_SET,
+            "demo": self.demo,
+            "top1": self.top1,
+            "top5": self.top5,
+            "reference": {**refs, "compared_with": self.compared_with},
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "verdict": self.verdict(),
+            "preprocess": self.preprocess,
+            "channel_order": self.channel_order,
+            "amp": self.amp,
+            "device": self.device,
+            "world_size": self.world_size,
+            "images_per_second": self.images_per_second,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write `record` atomically (a temporary file renamed into place)."""
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")

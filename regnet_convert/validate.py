@@ -1,0 +1,144 @@
+"""Run a converted RegNet over ImageNet validation images and compare with the published numbers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import regnet
+from regnet.metadata import WeightsMetadata
+from regnet_convert.convert import prepare_pycls
+from regnet_convert.data import CropSettings, make_loader, shard
+from regnet_convert.errors import ConvertError
+from regnet_convert.evaluate import BadImage, Evaluation
+from regnet_convert.imagenet import find_samples, subset
+from regnet_convert.manifest import checkpoints_dir, zoo_entries
+from regnet_convert.report import ValidationResult
+
+
+@dataclass
+class ValidationOptions:
+    """What `regnet-validate` was asked to do."""
+
+    data: Path
+    model: str | None = None
+    weights: Path | None = None
+    labels: Path | None = None
+    preprocess: str = "mmcls"
+    batch_size: int = 64
+    workers: int = 4
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    limit: int | None = None
+    tolerance: float = 0.1
+    skip_bad_images: bool = False
+    progress: bool = True
+    demo: bool = False
+
+
+def default_weights(name: str) -> Path:
+    """`checkpoints/NAME.safetensors`, or an error saying how to make it."""
+    path = checkpoints_dir() / f"{name}.safetensors"
+    if not path.exists():
+        entry = zoo_entries()[name]
+        raise ConvertError(
+            path,
+            f"no converted weights for {name}; download {entry.weights_url} and run: "
+            f"regnet-convert pycls {entry.weights_url.rsplit('/', 1)[-1]} {path}",
+        )
+    return path
+
+
+def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
+    """A converted file, or a pycls `.pyth` converted in memory."""
+    if not path.exists():
+        raise ConvertError(path, "no such weights file")
+    if regnet.is_safetensors(path):
+        try:
+            model = regnet.load(path)
+        except ValueError as exc:
+            raise ConvertError(path, f"not a converted RegNet: {exc}") from None
+        return model, model.metadata
+    state, conversion = prepare_pycls(path)
+    with torch.device("meta"):
+        model = regnet.RegNet(conversion.config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval(), conversion.metadata
+
+
+def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsMetadata, Path]:
+    """The model to validate, checked against --model when both are given."""
+    name = None
+    if options.model:
+        try:
+            name = regnet.canonical_name(options.model)
+        except KeyError as exc:
+            raise ConvertError(None, f"--model: {exc.args[0]}") from None
+    if options.weights is None and name is None:
+        raise ConvertError(None, "give --model NAME or --weights FILE")
+    path = options.weights or default_weights(name)
+    model, metadata = load_weights(path)
+    if name and metadata.model != name:
+        raise ConvertError(path, f"holds {metadata.model}, not the --model {name}")
+    return model, metadata, path
+
+
+def distributed_context(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the torchrun job when there is one (NCCL on GPU, gloo on CPU)."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConvertError(None, "--device cuda: no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if world_size > 1 else 0
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world_size, torch.device("cuda", local)
+    return rank, world_size, torch.device("cpu")
+
+
+def validate(options: ValidationOptions) -> ValidationResult:
+    """Validate on this process's shard and reduce the counts over the job; every rank gets the result."""
+    rank, world_size, device = distributed_context(options.device)
+    model, metadata, weights_path = resolve_model(options)
+    samples = subset(find_samples(options.data, options.labels), options.limit)
+    pre = metadata.preprocessing
+    settings = CropSettings(options.preprocess, pre.resize, pre.crop, pre.channel_order)
+    loader = make_loader(
+        shard(samples, rank, world_size), settings, options.batch_size, options.workers, device.type == "cuda"
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last)
+    try:
+        counts, wall = evaluation.run(
+            evaluation.prepare(model), loader, options.skip_bad_images, options.progress and rank == 0
+        )
+    except BadImage as error:
+        raise ConvertError(None, f"{error} (use --skip-bad-images to skip such files)") from None
+    counts = counts.all_reduce()
+    if counts.images + len(counts.bad_images) != len(samples):
+        raise RuntimeError(f"counted {counts.images + len(counts.bad_images)} images of {len(samples)}")
+    zoo = None if options.demo else zoo_entries().get(metadata.model)
+    return ValidationResult(
+        model=metadata.model,
+        weights=str(weights_path),
+        counts=counts,
+        expected_images=len(samples),
+        preprocess=options.preprocess,
+        channel_order=pre.channel_order,
+        amp=options.amp,
+        device=str(device.type),
+        world_size=world_size,
+        tolerance=options.tolerance,
+        wall_seconds=wall,
+        demo=options.demo,
+        zoo=zoo,
+    )

@@ -1,0 +1,118 @@
+"""regnet-validate end to end: report, JSON, exit codes, --limit, distributed = single process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from regnet_convert.cli_validate import main
+from regnet_convert.demo import make_images
+from regnet_convert.imagenet import wnids
+from regnet_convert.manifest import checkpoints_dir
+
+
+@pytest.fixture(scope="module")
+def small_val(tmp_path_factory):
+    """21 generated JPEGs in three class folders (an odd count, so shards are uneven)."""
+    root = tmp_path_factory.mktemp("val")
+    images = make_images(root / "staging", 21, seed=5)
+    for i, path in enumerate(images):
+        folder = root / "val" / wnids()[i % 3 * 100]
+        folder.mkdir(parents=True, exist_ok=True)
+        path.rename(folder / path.name)
+    return root / "val"
+
+
+def run_validate(runner, *args):
+    return runner.invoke(main, [*map(str, args), "--quiet", "--workers", "0"])
+
+
+def test_report_and_json(runner, tmp_path, small_val, converted_200mf):
+    weights, _ = converted_200mf
+    out = tmp_path / "result.json"
+    result = run_validate(runner, "--weights", weights, "--data", small_val, "--json", out, "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["model"] == "regnetx_200mf" and record["images"] == 21 and record["subset"] is True
+    assert record["passed"] is None and record["preprocess"] == "mmcls"
+    assert record["reference"]["pycls"] == {"top1": 68.912, "top5": 88.658}
+    assert record["reference"]["seed_table"] is None
+    assert 0 <= record["top1"] <= record["top5"] <= 100 and record["images_per_second"] > 0
+    assert "SUBSET (21 of 50,000 images)" in result.output
+    assert f"{record['top1']:8.2f}" in result.output
+
+
+def test_limit_takes_a_deterministic_subset(runner, tmp_path, small_val, converted_200mf):
+    weights, _ = converted_200mf
+    records = []
+    for name in ("a.json", "b.json"):
+        result = run_validate(
+            runner, "--weights", weights, "--data", small_val, "--limit", 5, "--json", tmp_path / name
+        )
+        assert result.exit_code == 0, result.output
+        records.append(json.loads((tmp_path / name).read_text()))
+    assert records[0]["images"] == 5
+    assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])
+
+
+def test_bad_usage_and_data_exit_2(runner, tmp_path, small_val, converted_200mf):
+    weights, _ = converted_200mf
+    cases = [
+        (["--weights", weights, "--data", tmp_path / "nope"], "no such data directory"),
+        (["--weights", weights, "--data", tmp_path], "has no class folders"),
+        (["--model", "regnetz_9gf", "--data", small_val], "unknown model"),
+        (["--weights", small_val / wnids()[0] / "demo_00000.JPEG", "--data", small_val], "not a PyTorch checkpoint"),
+        (["--weights", weights, "--model", "regnetx_400mf", "--data", small_val], "not the --model regnetx_400mf"),
+    ]
+    for args, message in cases:
+        result = run_validate(runner, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_model_without_converted_weights_says_how_to_get_them(runner, tmp_path, small_val, monkeypatch):
+    shutil.copy(checkpoints_dir() / "zoo.json", tmp_path / "zoo.json")
+    monkeypatch.setenv("REGNET_CHECKPOINTS", str(tmp_path))
+    result = run_validate(runner, "--model", "RegNetX-4.0GF", "--data", small_val)
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'regnetx_4.0gf.safetensors'}: no converted weights" in result.stderr
+    assert "regnet-convert pycls RegNetX-4.0GF_dds_8gpu.pyth" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_single_process_result(tmp_path, small_val, converted_200mf):
+    weights, _ = converted_200mf
+    common = ["--weights", str(weights), "--data", str(small_val), "--quiet", "--workers", "0", "--batch-size", "4"]
+    single = tmp_path / "single.json"
+    subprocess.run([sys.executable, "-m", "regnet_convert.cli_validate", *common, "--json", str(single)], check=True)
+    double = tmp_path / "double.json"
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+    ]
+    subprocess.run(
+        [*torchrun, "-m", "regnet_convert.cli_validate", *common, "--json", str(double)], check=True, timeout=300
+    )
+    one, two = json.loads(single.read_text()), json.loads(double.read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert (
+        (two["images"], two["top1"], two["top5"])
+        == (one["images"], one["top1"], one["top5"])
+        == (21, one["top1"], one["top5"])
+    )
