@@ -66,3 +66,7 @@ def inspect_command(file: Path) -> None:
     except ConvertError as error:
         fail(error)
     click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

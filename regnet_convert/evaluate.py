@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from regnet import RegNet
+from regnet.fast import fast_model
 from regnet_convert.preprocess import normalize
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,9 +59,13 @@ class Evaluation:
     std: tuple[float, float, float]
     amp: str = "off"
     channels_last: bool = False
+    fast: bool = False
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model on the device, in eval mode and the requested memory format."""
+    def prepare(self, model: RegNet) -> torch.nn.Module:
+        """The model on the device, in eval mode and the requested memory format (or the fast path)."""
+        if self.fast:
+            self.channels_last = True
+            return fast_model(model, self.device)
         model = model.to(self.device).eval()
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 

@@ -60,8 +60,7 @@ def decode_bgr(path: str | Path) -> np.ndarray:
         raise ImageDecodeError(path, f"cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageDecodeError(path, "empty file")
-    raw = data.tobytes()
-    if raw.startswith(_JPEG_START) and not raw.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+    if data[:2].tobytes() == _JPEG_START and not data[-64:].tobytes().rstrip(b"\x00\r\n ").endswith(_JPEG_END):
         raise ImageDecodeError(path, "truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:

@@ -26,6 +26,7 @@ class ValidationResult:
     preprocess: str
     channel_order: str
     amp: str
+    fast: bool
     device: str
     world_size: int
     tolerance: float
@@ -90,6 +91,7 @@ class ValidationResult:
         lines = [
             f"model       {self.model}   weights {self.weights}",
             f"setup       preprocess {self.preprocess}, {self.channel_order} input, amp {self.amp}, "
+            f"{'fast path' if self.fast else 'reference path'}, "
             f"{self.device} x{self.world_size}",
             f"{'':24}{'top-1':>8}{'top-5':>8}{'Δtop-1':>9}{'Δtop-5':>9}",
             f"{'measured':24}{self.top1:8.2f}{self.top5:8.2f}",
@@ -128,6 +130,7 @@ class ValidationResult:
             "preprocess": self.preprocess,
             "channel_order": self.channel_order,
             "amp": self.amp,
+            "fast": self.fast,
             "device": self.device,
             "world_size": self.world_size,
             "images_per_second": self.images_per_second,

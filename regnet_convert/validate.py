@@ -34,6 +34,7 @@ class ValidationOptions:
     device: str = "auto"
     amp: str = "off"
     channels_last: bool = False
+    fast: bool = False
     limit: int | None = None
     tolerance: float = 0.1
     skip_bad_images: bool = False
@@ -116,7 +117,7 @@ def validate(options: ValidationOptions) -> ValidationResult:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last)
+    evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last, options.fast)
     try:
         counts, wall = evaluation.run(
             evaluation.prepare(model), loader, options.skip_bad_images, options.progress and rank == 0
@@ -135,6 +136,7 @@ def validate(options: ValidationOptions) -> ValidationResult:
         preprocess=options.preprocess,
         channel_order=pre.channel_order,
         amp=options.amp,
+        fast=options.fast,
         device=str(device.type),
         world_size=world_size,
         tolerance=options.tolerance,
