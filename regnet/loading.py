@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from regnet.metadata import WeightsMetadata
 from regnet.model import RegNet
+from regnet.timm_layout import from_timm
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -37,8 +38,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
     The returned module carries the file's `WeightsMetadata` as `model.metadata`.
     """
     metadata = read_metadata(path)
+    state = load_file(str(path), device=str(device))
+    if metadata.layout == "timm":
+        state = {from_timm(k): v for k, v in state.items()}
     with torch.device("meta"):
         model = RegNet(metadata.config)
-    model.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
+    model.load_state_dict(state, strict=True, assign=True)
     model.metadata = metadata
     return model.eval()

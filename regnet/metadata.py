@@ -32,6 +32,7 @@ class WeightsMetadata:
     source_file: str
     source_sha256: str
     converter_version: str
+    layout: str = "native"  # tensor names: "native", or "timm" for timm's RegNet
 
     @property
     def model(self) -> str:
@@ -56,6 +57,7 @@ class WeightsMetadata:
             "source_file": self.source_file,
             "source_sha256": self.source_sha256,
             "converter_version": self.converter_version,
+            "layout": self.layout,
         }
 
     @classmethod
@@ -80,6 +82,7 @@ class WeightsMetadata:
                 source_file=meta["source_file"],
                 source_sha256=meta["source_sha256"],
                 converter_version=meta["converter_version"],
+                layout=meta.get("layout", "native"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"damaged regnet-convert metadata ({type(exc).__name__}: {exc})") from None

@@ -17,8 +17,8 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 @dataclass
-class PyclsCheckpoint:
-    """The parts of a pycls `.pyth` file conversion uses."""
+class SourceCheckpoint:
+    """The parts of a checkpoint file conversion uses (pycls `.pyth`, or mmcls with no cfg)."""
 
     state: dict[str, torch.Tensor]
     cfg: dict | None  # the training config (pycls's `cfg.dump()`), when the file has one
@@ -75,16 +75,27 @@ def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor
     return state
 
 
-def read_pycls_checkpoint(path: str | Path) -> PyclsCheckpoint:
+def read_mmcls_checkpoint(path: str | Path) -> SourceCheckpoint:
+    """An mmclassification checkpoint (`state_dict`, `meta`, ...) or a bare state dict."""
+    path = Path(path)
+    obj = load_tensors_safely(path)
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return SourceCheckpoint(_tensor_dict(path, obj["state_dict"], "its 'state_dict'"), None, "optimizer" in obj)
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
+    raise ConvertError(path, "not an mmclassification checkpoint: no 'state_dict' and not a state dict")
+
+
+def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
     """A pycls training checkpoint (`model_state`, `cfg`, ...) or a bare state dict."""
     path = Path(path)
     obj = load_tensors_safely(path)
     if isinstance(obj, dict) and "model_state" in obj:
         state = _tensor_dict(path, obj["model_state"], "its 'model_state'")
         cfg = _parse_cfg(path, obj.get("cfg"))
-        return PyclsCheckpoint(state, cfg, has_optimizer_state="optimizer_state" in obj)
+        return SourceCheckpoint(state, cfg, has_optimizer_state="optimizer_state" in obj)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return PyclsCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
+        return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     if isinstance(obj, dict):
         keys = ", ".join(repr(k) for k in list(obj)[:5])
         raise ConvertError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")

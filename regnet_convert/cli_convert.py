@@ -1,16 +1,18 @@
-"""`regnet-convert`: pycls checkpoints to native RegNet safetensors files."""
+"""`regnet-convert`: pycls and mmclassification RegNet checkpoints to native safetensors files."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from regnet_convert import __version__
-from regnet_convert.convert import DTYPES, convert_pycls
+from regnet_convert.convert import DTYPES, LAYOUTS, convert
 from regnet_convert.errors import ConvertError
 from regnet_convert.inspect_file import describe
+from regnet_convert.zoo_cli import zoo
 
 
 def fail(error: ConvertError) -> None:
@@ -22,39 +24,54 @@ def fail(error: ConvertError) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="regnet-convert")
 def main() -> None:
-    """Convert pycls RegNet checkpoints into native PyTorch RegNets stored as safetensors.
+    """Convert pycls (and mmclassification) RegNet checkpoints into native PyTorch RegNets in safetensors.
 
     \b
     Examples:
       regnet-convert pycls RegNetX-4.0GF_dds_8gpu.pyth checkpoints/regnetx_4.0gf.safetensors
+      regnet-convert mmcls RegNetX-4.0GF-ef8bb32c.pth regnetx_4.0gf.safetensors
       regnet-convert inspect checkpoints/regnetx_4.0gf.safetensors
+      regnet-convert zoo list
     """
 
 
-@main.command("pycls")
-@click.argument("source", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
-@click.option("--model", metavar="NAME", help="Zoo model the weights must be (e.g. regnetx_4.0gf).")
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Cast floating tensors (default: keep).")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def convert_pycls_command(
-    source: Path, output: Path, model: str | None, dtype: str | None, force: bool, verbose: bool, quiet: bool
-) -> None:
-    """Convert a pycls checkpoint SOURCE (.pyth, or a bare state dict) into OUTPUT (.safetensors).
+def conversion_command(source_format: str, summary: str) -> Callable:
+    """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option."""
+
+    @click.argument("source", type=click.Path(path_type=Path))
+    @click.argument("output", type=click.Path(path_type=Path))
+    @click.option("--model", metavar="NAME", help="Zoo model the weights must be (e.g. regnetx_4.0gf).")
+    @click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Cast floating tensors (default: keep).")
+    @click.option("--rgb", is_flag=True, help="Reverse the stem input channels: the model takes RGB (like timm).")
+    @click.option("--layout", type=click.Choice(LAYOUTS), default="native", show_default=True,
+                  help="Tensor names: native, or timm's (for timm.create_model).")  # fmt: skip
+    @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+    @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
+    @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+    def command(source: Path, output: Path, verbose: bool, quiet: bool, **options) -> None:
+        log = (lambda line: click.echo(line, err=True)) if verbose and not quiet else (lambda _: None)
+        try:
+            result = convert(source, output, source_format=source_format, quiet=quiet, log=log, **options)
+        except ConvertError as error:
+            fail(error)
+        if not quiet:
+            click.echo(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
+
+    command.__doc__ = (
+        summary
+        + """
 
     The architecture comes from --model, else the checkpoint's cfg, else the zoo model or
     per-stage structure its tensor shapes imply. Every tensor is mapped (or the conversion
     fails), loaded strictly and run once before OUTPUT is written, atomically.
     """
-    log = (lambda line: click.echo(line, err=True)) if verbose and not quiet else (lambda _: None)
-    try:
-        result = convert_pycls(source, output, model=model, dtype=dtype, force=force, quiet=quiet, log=log)
-    except ConvertError as error:
-        fail(error)
-    if not quiet:
-        click.echo(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
+    )
+    return main.command(source_format)(command)
+
+
+conversion_command("pycls", "Convert a pycls checkpoint SOURCE (.pyth, or a bare state dict) into OUTPUT.")
+conversion_command("mmcls", "Convert an mmclassification RegNet checkpoint SOURCE (.pth) into OUTPUT.")
+main.add_command(zoo)
 
 
 @main.command("inspect")

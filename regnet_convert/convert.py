@@ -1,4 +1,4 @@
-"""pycls checkpoint -> native RegNet safetensors file, checked before anything is written."""
+"""Checkpoint (pycls or mmcls) -> native RegNet safetensors file, checked before anything is written."""
 
 from __future__ import annotations
 
@@ -14,16 +14,32 @@ from tqdm import tqdm
 
 from regnet import RegNet, RegNetConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
-from regnet_convert import __version__
+from regnet.timm_layout import to_timm
+from regnet_convert import __version__, mmcls_keys, pycls_keys
 from regnet_convert.architecture import check_cfg_model_type, find_config
 from regnet_convert.atomic import atomic_output, check_output
-from regnet_convert.checkpoint import read_pycls_checkpoint
+from regnet_convert.checkpoint import SourceCheckpoint, read_mmcls_checkpoint, read_pycls_checkpoint
 from regnet_convert.errors import ConvertError
-from regnet_convert.pycls_keys import is_dropped, to_native
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-PYCLS_PREPROCESSING = Preprocessing()  # BGR, pycls's ImageNet mean/std, resize 256, crop 224
+LAYOUTS = ("native", "timm")
+BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
 PROBE_RESOLUTION = 64
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How to read one kind of checkpoint and name its tensors natively."""
+
+    name: str
+    read: Callable[[str | Path], SourceCheckpoint]
+    to_native: Callable[[str], str | None]
+
+
+FORMATS = {
+    "pycls": SourceFormat("pycls", read_pycls_checkpoint, pycls_keys.to_native),
+    "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, mmcls_keys.to_native),
+}
 
 
 @dataclass
@@ -40,30 +56,30 @@ class Conversion:
 def sha256_of(path: Path, quiet: bool = True) -> str:
     """The file's sha256, with a progress bar for large files."""
     digest = hashlib.sha256()
-    with (
-        open(path, "rb") as f,
-        tqdm(
-            total=path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            desc="hashing",
-            disable=True if quiet else None,
-            leave=False,
-        ) as bar,
-    ):
+    bar = tqdm(
+        total=path.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        desc="hashing",
+        disable=True if quiet else None,
+        leave=False,
+    )
+    with open(path, "rb") as f, bar:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
             bar.update(len(chunk))
     return digest.hexdigest()
 
 
-def map_pycls_keys(path: Path, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def map_keys(
+    path: Path, state: dict[str, torch.Tensor], to_native: Callable[[str], str | None]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename every key to its native name; unknown keys are an error, never ignored."""
     if all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
         state = {k.removeprefix("module."): v for k, v in state.items()}
     native, dropped, unknown = {}, [], []
     for key, tensor in state.items():
-        if is_dropped(key):
+        if pycls_keys.is_dropped(key):
             dropped.append(key)
         elif (name := to_native(key)) is not None:
             native[name] = tensor
@@ -73,6 +89,11 @@ def map_pycls_keys(path: Path, state: dict[str, torch.Tensor]) -> tuple[dict[str
         examples = ", ".join(unknown[:3])
         raise ConvertError(path, f"not a RegNet: {len(unknown)} tensor(s) no RegNet has, e.g. {examples}")
     return native, dropped
+
+
+def map_pycls_keys(path: Path, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`map_keys` for pycls names."""
+    return map_keys(path, state, pycls_keys.to_native)
 
 
 def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch.Tensor]) -> RegNet:
@@ -91,31 +112,44 @@ def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch
     return model
 
 
-def prepare_pycls(
+def to_rgb(state: dict[str, torch.Tensor], pre: Preprocessing) -> tuple[dict[str, torch.Tensor], Preprocessing]:
+    """Reverse the stem's input channels (and mean/std) so the network takes RGB instead of BGR."""
+    flipped = {**state, "stem.conv.weight": state["stem.conv.weight"].flip(1).contiguous()}
+    order = "RGB" if pre.channel_order == "BGR" else "BGR"
+    return flipped, Preprocessing(order, pre.mean[::-1], pre.std[::-1], pre.resize, pre.crop)
+
+
+def prepare(
     source: str | Path,
     *,
+    source_format: str = "pycls",
     model: str | None = None,
     dtype: str | None = None,
+    rgb: bool = False,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict[str, torch.Tensor], Conversion]:
-    """Read, map, identify and check a pycls checkpoint in memory: native tensors and what they are."""
-    source = Path(source)
-    checkpoint = read_pycls_checkpoint(source)
+    """Read, map, identify and check a checkpoint in memory: native tensors and what they are."""
+    source, fmt = Path(source), FORMATS[source_format]
+    checkpoint = fmt.read(source)
     if checkpoint.cfg is not None and model is None:
         check_cfg_model_type(str(source), checkpoint.cfg)
-    state, dropped = map_pycls_keys(source, checkpoint.state)
+    state, dropped = map_keys(source, checkpoint.state, fmt.to_native)
     if dropped:
         log(f"dropped {len(dropped)} BN num_batches_tracked counters, e.g. {dropped[0]} (not used for inference)")
     config, found_by = find_config(str(source), state, checkpoint.cfg, model)
     log(f"architecture from {found_by}: {config.name or 'custom RegNet'}")
     build_checked_model(source, config, state)
+    preprocessing = BGR_PREPROCESSING
+    if rgb:
+        state, preprocessing = to_rgb(state, preprocessing)
+        log("stem input channels reversed: the model takes RGB input")
     if dtype is not None:
         state = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
     metadata = WeightsMetadata(
         config=config,
-        preprocessing=PYCLS_PREPROCESSING,
-        source_format="pycls",
+        preprocessing=preprocessing,
+        source_format=fmt.name,
         source_file=source.name,
         source_sha256=sha256_of(source, quiet),
         converter_version=__version__,
@@ -123,23 +157,43 @@ def prepare_pycls(
     return state, Conversion(config, found_by, metadata, len(state), dropped)
 
 
-def convert_pycls(
+def write_converted(
+    output: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata, force: bool, layout: str = "native"
+) -> None:
+    """Write the safetensors file atomically, tensors named in `layout`."""
+    if layout == "timm":
+        state = {to_timm(k): v for k, v in state.items()}
+        metadata = WeightsMetadata(**{**vars(metadata), "layout": "timm"})
+    with atomic_output(output, force) as tmp:
+        try:
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata.to_strings())
+        except SafetensorError as exc:
+            raise ConvertError(output, f"writing failed ({exc}); nothing was written") from None
+
+
+def convert(
     source: str | Path,
     output: str | Path,
     *,
+    source_format: str = "pycls",
     model: str | None = None,
     dtype: str | None = None,
+    rgb: bool = False,
+    layout: str = "native",
     force: bool = False,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> Conversion:
-    """Convert one pycls checkpoint; the output appears complete or not at all."""
+    """Convert one checkpoint; the output appears complete or not at all."""
     output = Path(output)
     check_output(output, force)
-    state, conversion = prepare_pycls(source, model=model, dtype=dtype, quiet=quiet, log=log)
-    with atomic_output(output, force) as tmp:
-        try:
-            save_file({k: v.contiguous() for k, v in state.items()}, tmp, conversion.metadata.to_strings())
-        except SafetensorError as exc:
-            raise ConvertError(output, f"writing failed ({exc}); nothing was written") from None
+    state, conversion = prepare(
+        source, source_format=source_format, model=model, dtype=dtype, rgb=rgb, quiet=quiet, log=log
+    )
+    write_converted(output, state, conversion.metadata, force, layout)
     return conversion
+
+
+def convert_pycls(source: str | Path, output: str | Path, **options) -> Conversion:
+    """Convert a pycls checkpoint (see `convert`)."""
+    return convert(source, output, source_format="pycls", **options)

@@ -36,6 +36,13 @@ class ZooEntry:
     pycls: Accuracy
     seed_table: Accuracy | None
     weights_url: str
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The pycls file's own name, e.g. `RegNetX-4.0GF_dds_8gpu.pyth`."""
+        return self.weights_url.rsplit("/", 1)[-1]
 
 
 @cache
@@ -49,6 +56,8 @@ def _load(path: Path) -> dict[str, ZooEntry]:
             pycls=Accuracy(item["pycls"]["top1"], item["pycls"]["top5"]),
             seed_table=Accuracy(seed["top1"], seed["top5"]) if seed else None,
             weights_url=item["weights_url"],
+            sha256=item.get("sha256"),
+            size=item.get("size"),
             **item["complexity"],
         )
     return entries

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 import regnet
 from regnet.metadata import WeightsMetadata
-from regnet_convert.convert import prepare_pycls
+from regnet_convert.convert import prepare
 from regnet_convert.data import CropSettings, make_loader, shard
 from regnet_convert.errors import ConvertError
 from regnet_convert.evaluate import BadImage, Evaluation
@@ -46,12 +46,7 @@ def default_weights(name: str) -> Path:
     """`checkpoints/NAME.safetensors`, or an error saying how to make it."""
     path = checkpoints_dir() / f"{name}.safetensors"
     if not path.exists():
-        entry = zoo_entries()[name]
-        raise ConvertError(
-            path,
-            f"no converted weights for {name}; download {entry.weights_url} and run: "
-            f"regnet-convert pycls {entry.weights_url.rsplit('/', 1)[-1]} {path}",
-        )
+        raise ConvertError(path, f"no converted weights for {name}; get them with: regnet-convert zoo fetch {name}")
     return path
 
 
@@ -65,7 +60,7 @@ def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
         except ValueError as exc:
             raise ConvertError(path, f"not a converted RegNet: {exc}") from None
         return model, model.metadata
-    state, conversion = prepare_pycls(path)
+    state, conversion = prepare(path)
     with torch.device("meta"):
         model = regnet.RegNet(conversion.config)
     model.load_state_dict(state, strict=True, assign=True)

@@ -82,7 +82,7 @@ def test_model_without_converted_weights_says_how_to_get_them(runner, tmp_path, 
     result = run_validate(runner, "--model", "RegNetX-4.0GF", "--data", small_val)
     assert result.exit_code == 2
     assert f"{tmp_path / 'regnetx_4.0gf.safetensors'}: no converted weights" in result.stderr
-    assert "regnet-convert pycls RegNetX-4.0GF_dds_8gpu.pyth" in result.stderr
+    assert "get them with: regnet-convert zoo fetch regnetx_4.0gf" in result.stderr
 
 
 def free_port() -> int:

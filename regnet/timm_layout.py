@@ -1,0 +1,47 @@
+"""timm's RegNet key names (`s1.b1.conv1.conv.weight`, `downsample`, `se.fc1`) <-> native names.
+
+Established from timm 1.0.31's own `create_model(...).state_dict()`; `tests/timm_regnet_keys.json`
+holds that capture for regnetx_004 and regnety_040.
+"""
+
+from __future__ import annotations
+
+import re
+
+# zoo name -> timm model name
+TIMM_NAMES = {
+    f"regnet{family}_{size}": f"regnet{family}_{code}"
+    for family in "xy"
+    for size, code in [
+        ("200mf", "002"), ("400mf", "004"), ("600mf", "006"), ("800mf", "008"), ("1.6gf", "016"),
+        ("3.2gf", "032"), ("4.0gf", "040"), ("6.4gf", "064"), ("8.0gf", "080"), ("12gf", "120"),
+        ("16gf", "160"), ("32gf", "320"),
+    ]
+}  # fmt: skip
+_RENAMED = {"shortcut.": "downsample.", "se.reduce.": "se.fc1.", "se.expand.": "se.fc2."}
+_NATIVE_BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
+_TIMM_BLOCK = re.compile(r"^s(\d+)\.b(\d+)\.(.+)$")
+
+
+def to_timm(native_key: str) -> str:
+    """`stages.0.0.shortcut.conv.weight` -> `s1.b1.downsample.conv.weight`."""
+    match = _NATIVE_BLOCK.match(native_key)
+    if not match:
+        return native_key  # stem.* and head.fc.* are named alike
+    rest = match.group(3)
+    for native, timm in _RENAMED.items():
+        if rest.startswith(native):
+            rest = timm + rest.removeprefix(native)
+    return f"s{int(match.group(1)) + 1}.b{int(match.group(2)) + 1}.{rest}"
+
+
+def from_timm(timm_key: str) -> str:
+    """The inverse of `to_timm`."""
+    match = _TIMM_BLOCK.match(timm_key)
+    if not match:
+        return timm_key
+    rest = match.group(3)
+    for native, timm in _RENAMED.items():
+        if rest.startswith(timm):
+            rest = native + rest.removeprefix(timm)
+    return f"stages.{int(match.group(1)) - 1}.{int(match.group(2)) - 1}.{rest}"
