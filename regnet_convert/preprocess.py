@@ -55,14 +55,14 @@ def crop_origin(h: int, w: int, crop: int, preset: str) -> tuple[int, int]:
 def decode_bgr(path: str | Path) -> np.ndarray:
     """uint8 HxWx3 BGR, as `cv2.imread(path, cv2.IMREAD_COLOR)` gives; truncated JPEGs are an error."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read ({exc.strerror or exc})") from None
-    if data.size == 0:
+    if not raw:
         raise ImageDecodeError(path, "empty file")
-    if data[:2].tobytes() == _JPEG_START and not data[-64:].tobytes().rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+    if raw.startswith(_JPEG_START) and not raw[-64:].rstrip(b"\x00\r\n ").endswith(_JPEG_END):
         raise ImageDecodeError(path, "truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageDecodeError(path, "not a decodable image")
     return image
@@ -77,11 +77,11 @@ def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: s
     if h < crop or w < crop:
         raise ValueError(f"a {h}x{w} image cannot be centre-cropped to {crop}x{crop}")
     y, x = crop_origin(h, w, crop, preset)
-    return np.ascontiguousarray(image[y : y + crop, x : x + crop])
+    return image[y : y + crop, x : x + crop]  # a view: `to_chw_tensor` makes the one copy
 
 
 def load_crop(path: str | Path, resize: int = 256, crop: int = 224, preset: str = "mmcls") -> np.ndarray:
-    """Decode + resize + centre crop: the uint8 crop x crop x 3 BGR network input."""
+    """Decode + resize + centre crop: the uint8 crop x crop x 3 BGR network input (a view of the resized image)."""
     return center_crop(decode_bgr(path), resize, crop, preset)
 
 

@@ -116,3 +116,56 @@ def test_two_processes_give_the_single_process_result(tmp_path, small_val, conve
         == (one["images"], one["top1"], one["top5"])
         == (21, one["top1"], one["top5"])
     )
+
+
+def test_corrupt_image_stops_the_run_unless_skipped(runner, tmp_path, small_val, converted_200mf):
+    weights, _ = converted_200mf
+    data = tmp_path / "val"
+    shutil.copytree(small_val, data)
+    good = next((data / wnids()[0]).iterdir())
+    (data / wnids()[0] / "broken.JPEG").write_bytes(good.read_bytes()[:3000])
+    result = run_validate(runner, "--weights", weights, "--data", data)
+    assert result.exit_code == 2
+    assert "broken.JPEG: truncated JPEG" in result.stderr and "--skip-bad-images" in result.stderr
+    out = tmp_path / "r.json"
+    result = run_validate(runner, "--weights", weights, "--data", data, "--skip-bad-images", "--json", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["images"] == 21 and record["skipped_images"] == 1 and record["passed"] is None
+    assert "NOT COMPARABLE (1 undecodable image(s) skipped)" in result.output
+
+
+def test_safetensors_without_our_metadata_is_not_a_converted_regnet(runner, tmp_path, small_val):
+    import torch
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(2)}, other)
+    result = run_validate(runner, "--weights", other, "--data", small_val)
+    assert result.exit_code == 2 and "other.safetensors: not a converted RegNet" in result.stderr
+
+
+def full_run(top1_correct: int, top5_correct: int, preprocess: str = "mmcls"):
+    from regnet_convert.evaluate import Counts
+    from regnet_convert.manifest import zoo_entry
+    from regnet_convert.report import ValidationResult
+
+    return ValidationResult(
+        model="regnetx_4.0gf", weights="w", counts=Counts(50_000, top1_correct, top5_correct),
+        expected_images=50_000, preprocess=preprocess, channel_order="BGR", amp="off", fast=False, device="cpu",
+        world_size=1, tolerance=0.1, wall_seconds=100.0, zoo=zoo_entry("regnetx_4.0gf"),
+    )  # fmt: skip
+
+
+def test_full_runs_pass_or_fail_against_the_presets_reference():
+    exact = full_run(39_360, 47_110)  # 78.72 / 94.22: the seed table's numbers
+    assert exact.passed is True and exact.compared_with == "seed_table"
+    assert "PASS (within ±0.1 pp of seed_table)" in exact.table()
+    assert "+0.00" in exact.table()
+    off = full_run(39_360 - 100, 47_110)  # 0.2 pp lower top-1
+    assert off.passed is False and "FAIL" in off.verdict() and "-0.20" in off.table()
+    pycls_preset = full_run(39_360, 47_110, "pycls")
+    assert pycls_preset.compared_with == "pycls"
+    record = exact.to_json()
+    assert record["top1"] == pytest.approx(78.72) and record["images_per_second"] == 500.0
+    assert record["reference"]["seed_table"] == {"top1": 78.72, "top5": 94.22}
