@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -57,7 +58,10 @@ def fast_model(
         return torch.compile(folded, dynamic=False)
     if backend == "jit":
         example = torch.zeros(1, model.config.in_channels, resolution, resolution, device=device)
-        with torch.inference_mode():
+        # TorchScript is deprecated in favour of torch.compile, but still warms up in about a second
+        # instead of several, which is what a validation run of a few thousand images needs.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
             traced = torch.jit.trace(folded, example.contiguous(memory_format=torch.channels_last), check_trace=False)
             return torch.jit.freeze(traced.eval())
     return folded
