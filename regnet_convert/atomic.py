@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,9 +54,3 @@ def atomic_output(path: Path, force: bool) -> Iterator[Path]:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def write_atomically(path: Path, force: bool, write: Callable[[Path], None]) -> None:
-    """Run `write(tmp)` and publish its result at `path` only if it succeeds."""
-    with atomic_output(path, force) as tmp:
-        write(tmp)
