@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -71,43 +70,35 @@ class Evaluation:
 
     @torch.inference_mode()
     def run(
-        self,
-        model: torch.nn.Module,
-        loader: DataLoader,
-        skip_bad_images: bool = False,
-        progress: bool = True,
-        on_bad_image: Callable[[int, str], None] | None = None,
+        self, model: torch.nn.Module, loader: DataLoader, skip_bad_images: bool = False, progress: bool = True
     ) -> tuple[Counts, float]:
         """Count correct top-1/top-5 predictions; returns the counts and the wall time in seconds."""
         counts, start = Counts(), time.perf_counter()
-        autocast = (
-            torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if AMP_DTYPES[self.amp] else nullcontext()
-        )
+        hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # top-1, top-5; summed on the device
+        amp_dtype = AMP_DTYPES[self.amp]
+        autocast = torch.autocast(self.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
         bar = tqdm(total=len(loader.dataset), unit="img", disable=not progress, desc="validating", leave=False)
         for images, labels, indices, errors in loader:
-            ok = torch.tensor([not e for e in errors])
-            for index, error in zip(indices.tolist(), errors, strict=True):
-                if error:
-                    if not skip_bad_images:
-                        raise BadImage(error)
-                    counts.bad_images.append(index)
-                    if on_bad_image:
-                        on_bad_image(index, error)
-            if not ok.all():
-                images, labels = images[ok], labels[ok]
+            if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
+                if not skip_bad_images:
+                    raise BadImage(bad[0][1])
+                counts.bad_images += [i for i, _ in bad]
+                keep = torch.tensor([not e for e in errors])
+                images, labels = images[keep], labels[keep]
             if len(labels):
                 x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     logits = model(x)
-                top5 = logits.float().topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-                hits = top5.eq(labels[:, None])
+                ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                correct = ranked.eq(labels.to(self.device, non_blocking=True)[:, None])
+                hits += torch.stack([correct[:, 0].sum(), correct.any(dim=1).sum()])
                 counts.images += len(labels)
-                counts.top1 += int(hits[:, 0].sum())
-                counts.top5 += int(hits.any(dim=1).sum())
             bar.update(len(errors))
-            top1, top5 = counts.accuracy()
-            bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
+            if progress:
+                top1, top5 = (100.0 * hits / max(counts.images, 1)).tolist()
+                bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
         bar.close()
+        counts.top1, counts.top5 = (int(v) for v in hits.tolist())
         return counts, time.perf_counter() - start
