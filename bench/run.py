@@ -24,6 +24,7 @@ import regnet
 from regnet.fast import fast_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the peers: pycls oracle and OpenCV reference pipeline
 ROWS: list[tuple[str, str, str]] = []
 
 
@@ -47,7 +48,6 @@ def images_per_second(model, x: torch.Tensor, repeats: int, warmup: int = 2) -> 
 
 def pycls_model(name: str):
     """pycls 0.1.1's own RegNet (installed by the Makefile as the test oracle)."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
     from pycls_oracle import build
 
     return build(name).eval()
@@ -86,7 +86,6 @@ def bench_forward(batch: int, repeats: int) -> None:
 
 def reference_pipeline(weights: Path, samples: list, workers: int, batch: int) -> tuple[float, list[int]]:
     """What a user would otherwise write: OpenCV preprocessing in a DataLoader, eager fp32 model."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
     from opencv_reference import reference_input
 
     class Images(torch.utils.data.Dataset):
@@ -108,7 +107,6 @@ def reference_pipeline(weights: Path, samples: list, workers: int, batch: int) -
 
 def bench_input(count: int, repeats: int) -> None:
     """Decode + resize + crop of one ImageNet-sized JPEG: ours vs the OpenCV reference pipeline."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
     from opencv_reference import reference_crop
 
     from regnet_convert.demo import make_images

@@ -41,8 +41,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
     state = load_file(str(path), device=str(device))
     if metadata.layout == "timm":
         state = {from_timm(k): v for k, v in state.items()}
-    with torch.device("meta"):
-        model = RegNet(metadata.config)
-    model.load_state_dict(state, strict=True, assign=True)
+    model = RegNet.from_state_dict(metadata.config, state)
     model.metadata = metadata
-    return model.eval()
+    return model

@@ -126,6 +126,14 @@ class RegNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.head = Head(w_in, config.num_classes)
 
+    @classmethod
+    def from_state_dict(cls, config: RegNetConfig, state: dict[str, torch.Tensor]) -> RegNet:
+        """The model for `config` holding `state`'s very tensors (strict, no copy, no throwaway init), in eval mode."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
 

@@ -98,10 +98,7 @@ def map_pycls_keys(path: Path, state: dict[str, torch.Tensor]) -> tuple[dict[str
 
 def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch.Tensor]) -> RegNet:
     """Load `state` strictly (without copying it) and run a probe input through the model."""
-    with torch.device("meta"):
-        model = RegNet(config)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.eval()
+    model = RegNet.from_state_dict(config, state)
     dtype = next(iter(state.values())).dtype
     shape = (2, config.in_channels, PROBE_RESOLUTION, PROBE_RESOLUTION)
     probe = torch.linspace(-2, 2, shape[0] * shape[1] * shape[2] * shape[3], dtype=dtype).reshape(shape)

@@ -61,10 +61,7 @@ def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
             raise ConvertError(path, f"not a converted RegNet: {exc}") from None
         return model, model.metadata
     state, conversion = prepare(path)
-    with torch.device("meta"):
-        model = regnet.RegNet(conversion.config)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval(), conversion.metadata
+    return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
 
 
 def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsMetadata, Path]:
