@@ -2,7 +2,8 @@
 
 from regnet.config import RegNetConfig, StageConfig
 from regnet.design import RegNetParams
-from regnet.loading import is_safetensors, load, read_metadata
+from regnet.loading import is_safetensors, load, read_header, read_metadata
+from regnet.metadata import WeightsFileError
 from regnet.model import RegNet
 from regnet.zoo import ZOO, canonical_name, pycls_name, zoo_config
 
@@ -12,11 +13,13 @@ __all__ = [
     "RegNetConfig",
     "RegNetParams",
     "StageConfig",
+    "WeightsFileError",
     "canonical_name",
     "create_model",
     "is_safetensors",
     "load",
     "pycls_name",
+    "read_header",
     "read_metadata",
     "zoo_config",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -44,13 +45,29 @@ class RegNetConfig:
         for i, stage in enumerate(self.stages, start=1):
             if min(stage.depth, stage.width, stage.group_width, stage.stride) < 1:
                 raise ValueError(f"stage {i}: depth, width, group width and stride must be positive")
+            if not (math.isfinite(stage.bottleneck_multiplier) and stage.bottleneck_width >= 1):
+                raise ValueError(f"stage {i}: bottleneck multiplier {stage.bottleneck_multiplier} gives no channels")
             if stage.bottleneck_width % stage.group_width:
                 raise ValueError(
                     f"stage {i}: bottleneck width {stage.bottleneck_width} is not a multiple "
                     f"of the group width {stage.group_width}"
                 )
-        if self.se_ratio is not None and self.se_ratio <= 0:
+        if self.se_ratio is not None and not (math.isfinite(self.se_ratio) and self.se_ratio > 0):
             raise ValueError("se_ratio must be positive (or None for no squeeze-excitation)")
+        if min(self.stem_width, self.num_classes, self.in_channels) < 1:
+            raise ValueError("stem width, classes and input channels must be positive")
+        if not (math.isfinite(self.bn_eps) and self.bn_eps > 0):
+            raise ValueError(f"BN eps must be a positive number, not {self.bn_eps}")
+
+    def tensor_count(self) -> int:
+        """How many tensors the model's state dict holds (BN counters excluded), computed without building it."""
+        per_block = 15 + (4 if self.se_ratio else 0)  # three conv+BN pairs (+ the SE convs' weights and biases)
+        count, w_in = 5 + 2, self.stem_width  # stem conv+BN, classifier
+        for stage in self.stages:
+            projects = w_in != stage.width or stage.stride != 1
+            count += stage.depth * per_block + (5 if projects else 0)
+            w_in = stage.width
+        return count
 
     def with_classes(self, num_classes: int) -> RegNetConfig:
         """The same network with another number of classes."""
@@ -69,7 +86,35 @@ class RegNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RegNetConfig:
-        """Rebuild a config from `to_dict`'s output."""
-        fields = dict(data)
-        fields["stages"] = tuple(StageConfig(**stage) for stage in fields["stages"])
-        return cls(**fields)
+        """Rebuild a config from `to_dict`'s output; TypeError or ValueError for anything else."""
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            raise TypeError("an architecture is a mapping with a list of stages")
+        fields = {k: _typed(k, v, _FIELD_TYPES.get(k)) for k, v in data.items() if k != "stages"}
+        stages = []
+        for stage in data["stages"]:
+            if not isinstance(stage, dict):
+                raise TypeError("each stage is a mapping")
+            stages.append(StageConfig(**{k: _typed(k, v, _STAGE_TYPES.get(k)) for k, v in stage.items()}))
+        return cls(stages=tuple(stages), **fields)
+
+
+_STAGE_TYPES = {"depth": int, "width": int, "group_width": int, "bottleneck_multiplier": float, "stride": int}
+_FIELD_TYPES = {"se_ratio": float, "stem_width": int, "num_classes": int, "in_channels": int, "bn_eps": float}
+
+
+def _typed(name: str, value: object, kind: type | None) -> object:
+    """`value` if it is of the field's type (ints for int fields, numbers for float fields, null allowed for SE)."""
+    if kind is None:
+        if name == "name" and (value is None or isinstance(value, str)):
+            return value
+        raise TypeError(f"unknown architecture field {name[:40]!r}")
+    if value is None and name == "se_ratio":
+        return None
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int and numeric and isinstance(value, int):
+        return value
+    if kind is float and numeric:
+        return float(value)
+    raise TypeError(
+        f"architecture field {name!r} is {str(value)[:20]!r}, not {'an integer' if kind is int else 'a number'}"
+    )

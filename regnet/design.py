@@ -6,6 +6,7 @@ model gets the very widths its published weights have.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -18,9 +19,12 @@ def quantized_linear_widths(w0: int, wa: float, wm: float, depth: int, quantum: 
     """Per-block widths: the linear rule w0 + wa*j snapped to powers of wm, then to multiples of `quantum`."""
     if not (wa >= 0 and w0 > 0 and wm > 1 and w0 % quantum == 0):
         raise ValueError(f"invalid RegNet parameters w0={w0} wa={wa} wm={wm} (quantum {quantum})")
-    continuous = np.arange(depth) * wa + w0
-    exponents = np.round(np.log(continuous / w0) / np.log(wm))
-    widths = np.round(w0 * np.power(wm, exponents) / quantum) * quantum
+    with np.errstate(all="ignore"):
+        continuous = np.arange(depth) * wa + w0
+        exponents = np.round(np.log(continuous / w0) / np.log(wm))
+        widths = np.round(w0 * np.power(wm, exponents) / quantum) * quantum
+    if not (np.isfinite(widths).all() and widths.min() >= quantum and widths.max() < 2**31):
+        raise ValueError(f"RegNet parameters w0={w0} wa={wa} wm={wm} give block widths out of range")
     return widths.astype(int).tolist()
 
 
@@ -46,6 +50,19 @@ class RegNetParams:
     stem_width: int = 32
     stride: int = 2
     quantum: int = 8
+
+    def __post_init__(self) -> None:
+        numbers = (self.wa, self.wm, self.bottleneck_multiplier, self.se_ratio or 1.0)
+        if not all(math.isfinite(x) for x in numbers):
+            raise ValueError(f"RegNet parameters must be finite numbers: {self}")
+        if min(self.depth, self.group_width, self.stem_width, self.stride, self.quantum) < 1:
+            raise ValueError("RegNet depth, group width, stem width and stride must be positive")
+        if self.bottleneck_multiplier <= 0 or (self.se_ratio is not None and self.se_ratio <= 0):
+            raise ValueError("the bottleneck multiplier and SE ratio must be positive")
+        if not (self.wa >= 0 and self.w0 > 0 and self.wm > 1 and self.w0 % self.quantum == 0):
+            raise ValueError(
+                f"invalid RegNet parameters w0={self.w0} wa={self.wa} wm={self.wm} (quantum {self.quantum})"
+            )
 
     def stages(self) -> tuple[StageConfig, ...]:
         """Per-stage depths, widths and group widths, as pycls derives them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from regnet.config import RegNetConfig
@@ -62,19 +63,21 @@ class WeightsMetadata:
 
     @classmethod
     def from_strings(cls, meta: dict[str, str]) -> WeightsMetadata:
-        """Parse `to_strings`'s output; raises ValueError when it is not ours."""
+        """Parse `to_strings`'s output; WeightsFileError when it is not ours or not plausible."""
         if meta.get("format") != FORMAT:
-            raise ValueError("not a regnet-convert file (no 'format: regnet-convert' in its metadata)")
+            raise WeightsFileError("not a regnet-convert file (no 'format: regnet-convert' in its metadata)")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported format version {meta.get('format_version')!r}")
+            raise WeightsFileError(f"unsupported format version {str(meta.get('format_version'))[:20]!r}")
         try:
             preprocessing = Preprocessing(
-                channel_order=meta["channel_order"],
-                mean=tuple(json.loads(meta["mean"])),
-                std=tuple(json.loads(meta["std"])),
-                resize=int(meta["test_resize"]),
-                crop=int(meta["test_crop"]),
+                channel_order=_choice(meta["channel_order"], ("BGR", "RGB")),
+                mean=_triple(json.loads(meta["mean"]), low=0.0),
+                std=_triple(json.loads(meta["std"]), low=1e-6),
+                resize=_size(meta["test_resize"]),
+                crop=_size(meta["test_crop"]),
             )
+            if preprocessing.crop > preprocessing.resize:
+                raise ValueError("the test crop is larger than the test resize")
             return cls(
                 config=RegNetConfig.from_dict(json.loads(meta["architecture"])),
                 preprocessing=preprocessing,
@@ -82,7 +85,37 @@ class WeightsMetadata:
                 source_file=meta["source_file"],
                 source_sha256=meta["source_sha256"],
                 converter_version=meta["converter_version"],
-                layout=meta.get("layout", "native"),
+                layout=_choice(meta.get("layout", "native"), ("native", "timm")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"damaged regnet-convert metadata ({type(exc).__name__}: {exc})") from None
+        except KeyError as exc:
+            raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise WeightsFileError(f"damaged regnet-convert metadata ({type(exc).__name__}: {detail})") from None
+
+
+class WeightsFileError(ValueError):
+    """A file that is not a usable converted RegNet; str() says why, in one line."""
+
+
+def _choice(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{value[:20]!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _triple(value: object, low: float) -> tuple[float, float, float]:
+    """Three finite numbers >= `low` (a mean or std per channel)."""
+    if not (isinstance(value, list) and len(value) == 3):
+        raise ValueError("mean and std must be three numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= low for v in value):
+        raise ValueError(f"implausible mean or std {value}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _size(text: str) -> int:
+    """A test resize or crop in pixels."""
+    value = int(text)
+    if not 1 <= value <= 4096:
+        raise ValueError(f"implausible test size {value}")
+    return value

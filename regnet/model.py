@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -145,3 +147,30 @@ class RegNet(nn.Module):
             stage.complexity(cx)
         self.head.complexity(cx)
         return cx.totals()
+
+
+def expected_shapes(config: RegNetConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of the model for `config` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = RegNet(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def shape_problems(shapes: Mapping[str, tuple[int, ...]], config: RegNetConfig, limit: int = 3) -> list[str]:
+    """How native-named tensor shapes differ from `config`: the first `limit` differences, as readable lines.
+
+    The tensor count is compared first, so an architecture far larger than the tensors (a crafted depth
+    of 10^8) is refused without building it.
+    """
+    implied = config.tensor_count()
+    if implied > 4 * len(shapes) + 100:
+        return [f"the architecture implies {implied:,} tensors, the file holds {len(shapes):,}"]
+    expected = expected_shapes(config)
+    problems = []
+    for key, shape in expected.items():
+        if key not in shapes:
+            problems.append(f"{key} missing (expected {list(shape)})")
+        elif tuple(shapes[key]) != shape:
+            problems.append(f"{key} is {list(shapes[key])}, expected {list(shape)}")
+    problems += [f"{key} is not part of this model" for key in shapes if key not in expected]
+    return problems[:limit] + ([f"and {len(problems) - limit} more"] if len(problems) > limit else [])

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
 import torch
 
-from regnet import ZOO, RegNet, RegNetConfig, RegNetParams, StageConfig, canonical_name, zoo_config
+from regnet import ZOO, RegNetConfig, RegNetParams, StageConfig, canonical_name, zoo_config
+from regnet.model import shape_problems
 from regnet_convert.errors import ConvertError
 
 _BLOCK_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.")
+_SE_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.se\.reduce\.weight$")
 SUPPORTED_STEM, SUPPORTED_BLOCK = "simple_stem_in", "res_bottleneck_block"
-
-
-def expected_shapes(config: RegNetConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor name and shape of the native model for `config` (built without memory)."""
-    with torch.device("meta"):
-        model = RegNet(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+_REQUIRED = object()
+_ANYNET_COLUMNS = [("WIDTHS", int), ("GROUP_WS", int), ("BOT_MULS", float), ("STRIDES", int)]
 
 
 def shape_mismatches(state: Mapping[str, torch.Tensor], config: RegNetConfig, limit: int = 3) -> list[str]:
     """Differences between a native-named state dict and `config`, first `limit` of them, as readable lines."""
-    expected = expected_shapes(config)
-    problems = []
-    for key, shape in expected.items():
-        if key not in state:
-            problems.append(f"{key} missing (expected {list(shape)})")
-        elif tuple(state[key].shape) != shape:
-            problems.append(f"{key} is {list(state[key].shape)}, expected {list(shape)}")
-    problems += [f"{key} is not part of this model" for key in state if key not in expected]
-    return problems[:limit] + ([f"and {len(problems) - limit} more"] if len(problems) > limit else [])
+    return shape_problems({k: tuple(v.shape) for k, v in state.items()}, config, limit)
 
 
 def zoo_name_of(config: RegNetConfig) -> str | None:
@@ -42,54 +32,141 @@ def zoo_name_of(config: RegNetConfig) -> str | None:
     return None
 
 
+class _Cfg:
+    """Typed access to a pycls cfg (a YAML dump): every wrong type or missing key is one clear message."""
+
+    def __init__(self, cfg: object) -> None:
+        if not isinstance(cfg, dict):
+            raise ValueError(f"its cfg is a {type(cfg).__name__}, not a mapping")
+        self.cfg = cfg
+
+    def section(self, name: str) -> dict:
+        value = self.cfg.get(name, {})
+        if not isinstance(value, dict):
+            raise ValueError(f"its cfg's {name} is {_shown(value)}, not a section")
+        return value
+
+    def get(self, section: str, key: str, kind: type, default: object = _REQUIRED) -> object:
+        values = self.section(section)
+        if key not in values:
+            if default is _REQUIRED:
+                raise ValueError(f"its cfg has no {section}.{key}")
+            return default
+        return _typed(f"{section}.{key}", values[key], kind)
+
+    def column(self, section: str, key: str, kind: type) -> list:
+        value = self.get(section, key, list)
+        return [_typed(f"{section}.{key}[{i}]", item, kind) for i, item in enumerate(value)]
+
+
+def _shown(value: object) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _typed(name: str, value: object, kind: type) -> object:
+    """`value` as `kind` (int, float, bool, str or list), or ValueError naming the cfg key."""
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"its cfg's {name} is {_shown(value)}, not a finite number")
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}[kind]
+    raise ValueError(f"its cfg's {name} is {_shown(value)}, expected {wanted}")
+
+
+def cfg_model_type(cfg: dict) -> str:
+    """MODEL.TYPE, lower-cased."""
+    return str(_Cfg(cfg).get("MODEL", "TYPE", str, "")).lower()
+
+
 def check_cfg_model_type(path: str, cfg: dict) -> None:
     """Fail early, naming the model type, when a pycls cfg describes something other than a RegNet."""
-    model_type = str(cfg.get("MODEL", {}).get("TYPE", "")).lower()
+    try:
+        model_type = cfg_model_type(cfg)
+    except ValueError as exc:
+        raise ConvertError(path, str(exc)) from None
     if model_type not in ("regnet", "anynet"):
         raise ConvertError(path, f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
 
 
-def config_from_cfg(cfg: dict, num_classes: int | None) -> RegNetConfig:
-    """The network a pycls training config describes; ValueError for non-RegNet models."""
-    model = cfg.get("MODEL", {})
-    model_type = str(model.get("TYPE", "")).lower()
-    eps = float(cfg.get("BN", {}).get("EPS", 1e-5))
-    classes = num_classes or int(model.get("NUM_CLASSES", 1000))
+def config_from_cfg(cfg: dict, num_classes: int | None, max_blocks: int | None = None) -> RegNetConfig:
+    """The network a pycls training config describes; ValueError for non-RegNet or implausible models.
+
+    `max_blocks` bounds the total depth before anything is built (a checkpoint's tensor count implies it).
+    """
+    c = _Cfg(cfg)
+    model_type = cfg_model_type(cfg)
+    eps = c.get("BN", "EPS", float, 1e-5)
+    classes = num_classes or c.get("MODEL", "NUM_CLASSES", int, 1000)
     if model_type == "regnet":
-        section = cfg.get("REGNET", {})
+        section = "REGNET"
+        depth = c.get(section, "DEPTH", int)
+        if max_blocks is not None and depth > max_blocks:
+            raise ValueError(f"its cfg says REGNET.DEPTH {depth}, but its tensors hold at most {max_blocks} blocks")
         params = RegNetParams(
-            depth=int(section["DEPTH"]),
-            w0=int(section["W0"]),
-            wa=float(section["WA"]),
-            wm=float(section["WM"]),
-            group_width=int(section["GROUP_W"]),
-            bottleneck_multiplier=float(section.get("BOT_MUL", 1.0)),
-            se_ratio=float(section["SE_R"]) if section.get("SE_ON") else None,
-            stem_width=int(section.get("STEM_W", 32)),
-            stride=int(section.get("STRIDE", 2)),
+            depth=depth,
+            w0=c.get(section, "W0", int),
+            wa=c.get(section, "WA", float),
+            wm=c.get(section, "WM", float),
+            group_width=c.get(section, "GROUP_W", int),
+            bottleneck_multiplier=c.get(section, "BOT_MUL", float, 1.0),
+            se_ratio=c.get(section, "SE_R", float, 0.25) if c.get(section, "SE_ON", bool, False) else None,
+            stem_width=c.get(section, "STEM_W", int, 32),
+            stride=c.get(section, "STRIDE", int, 2),
         )
         stages = params.stages()
     elif model_type == "anynet":
-        section = cfg.get("ANYNET", {})
-        columns = [section[k] for k in ("DEPTHS", "WIDTHS", "GROUP_WS", "BOT_MULS", "STRIDES")]
-        stages = tuple(
-            StageConfig(int(d), int(w), int(g), float(b), int(s)) for d, w, g, b, s in zip(*columns, strict=True)
-        )
+        section = "ANYNET"
+        depths = c.column(section, "DEPTHS", int)
+        if max_blocks is not None and sum(max(d, 0) for d in depths) > max_blocks:
+            raise ValueError(
+                f"its cfg says ANYNET.DEPTHS {_shown(depths)}, but its tensors hold at most {max_blocks} blocks"
+            )
+        columns = [depths] + [c.column(section, k, t) for k, t in _ANYNET_COLUMNS]
+        if len({len(column) for column in columns}) != 1:
+            raise ValueError("its cfg's ANYNET DEPTHS, WIDTHS, GROUP_WS, BOT_MULS and STRIDES differ in length")
+        stages = tuple(StageConfig(d, w, g, b, s) for d, w, g, b, s in zip(*columns, strict=True))
     else:
         raise ValueError(f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
-    if section.get("STEM_TYPE", SUPPORTED_STEM) != SUPPORTED_STEM:
-        raise ValueError(f"not a RegNet: stem type {section['STEM_TYPE']!r} (RegNets use {SUPPORTED_STEM!r})")
-    if section.get("BLOCK_TYPE", SUPPORTED_BLOCK) != SUPPORTED_BLOCK:
-        raise ValueError(f"not a RegNet: block type {section['BLOCK_TYPE']!r} (RegNets use {SUPPORTED_BLOCK!r})")
-    se_ratio = float(section.get("SE_R", 0.25)) if section.get("SE_ON") else None
-    return RegNetConfig(stages, se_ratio, int(section.get("STEM_W", 32)), classes, bn_eps=eps)
+    stem_type = c.get(section, "STEM_TYPE", str, SUPPORTED_STEM)
+    if stem_type != SUPPORTED_STEM:
+        raise ValueError(f"not a RegNet: stem type {stem_type!r} (RegNets use {SUPPORTED_STEM!r})")
+    block_type = c.get(section, "BLOCK_TYPE", str, SUPPORTED_BLOCK)
+    if block_type != SUPPORTED_BLOCK:
+        raise ValueError(f"not a RegNet: block type {block_type!r} (RegNets use {SUPPORTED_BLOCK!r})")
+    se_ratio = c.get(section, "SE_R", float, 0.25) if c.get(section, "SE_ON", bool, False) else None
+    return RegNetConfig(stages, se_ratio, c.get(section, "STEM_W", int, 32), classes, bn_eps=eps)
+
+
+def config_differences(a: RegNetConfig, b: RegNetConfig) -> list[str]:
+    """Readable differences between two architectures (`a`'s value vs `b`'s)."""
+    facts = [
+        ("classes", a.num_classes, b.num_classes),
+        ("BN eps", a.bn_eps, b.bn_eps),
+        ("SE ratio", a.se_ratio, b.se_ratio),
+        ("stem width", a.stem_width, b.stem_width),
+        ("input channels", a.in_channels, b.in_channels),
+        ("stages", _stages_text(a), _stages_text(b)),
+    ]
+    return [f"{name} {x} vs {y}" for name, x, y in facts if x != y]
+
+
+def _stages_text(config: RegNetConfig) -> str:
+    return " ".join(
+        f"{s.depth}x{s.width}/g{s.group_width}/b{s.bottleneck_multiplier:g}/s{s.stride}" for s in config.stages
+    )
 
 
 def _se_ratio(se_widths: list[tuple[int, int]]) -> float | None:
     """One ratio r with round(r * w_in) == w_se for every block, preferring the usual 0.25."""
     if not se_widths:
         return None
-    for ratio in [0.25] + [w_se / w_in for w_in, w_se in se_widths]:
+    widest = max(se_widths)  # its ratio is the most precise; a few candidates keep this linear
+    for ratio in (0.25, widest[1] / widest[0], se_widths[0][1] / se_widths[0][0]):
         if all(round(w_in * ratio) == w_se for w_in, w_se in se_widths):
             return ratio
     raise ValueError("no single squeeze-excitation ratio explains the SE widths of all blocks")
@@ -128,11 +205,12 @@ def config_from_shapes(state: Mapping[str, torch.Tensor]) -> RegNetConfig:
         projects = first + "shortcut.conv.weight" in state
         stride = 2 if projects or w_in != width else 1
         stages.append(StageConfig(depths[s], width, group_width, bottleneck / width, stride))
-        for b in range(depths[s]):
-            se_key = f"stages.{s}.{b}.se.reduce.weight"
-            if se_key in state:
-                se_widths.append((w_in if b == 0 else width, int(state[se_key].shape[0])))
         w_in = width
+    for key, tensor in state.items():
+        if (match := _SE_KEY.match(key)) and int(match.group(1)) < len(stages):
+            s, b = int(match.group(1)), int(match.group(2))
+            block_in = (stages[s - 1].width if s else int(stem.shape[0])) if b == 0 else stages[s].width
+            se_widths.append((block_in, int(tensor.shape[0])))
     return RegNetConfig(
         stages=tuple(stages),
         se_ratio=_se_ratio(se_widths),
@@ -142,20 +220,36 @@ def config_from_shapes(state: Mapping[str, torch.Tensor]) -> RegNetConfig:
     )
 
 
+def rank_problem(key: str, tensor: torch.Tensor) -> str | None:
+    """Why a native-named tensor has the wrong number of dimensions for its name, or None."""
+    is_conv = key.endswith(".conv.weight") or key.endswith(("se.reduce.weight", "se.expand.weight"))
+    rank = 4 if is_conv else 2 if key == "head.fc.weight" else 1
+    if tensor.dim() != rank:
+        return f"is {tensor.dim()}-d (shape {list(tensor.shape)}), expected {rank}-d for its name"
+    return None
+
+
 def find_config(
     path: str, state: Mapping[str, torch.Tensor], cfg: dict | None, model: str | None
 ) -> tuple[RegNetConfig, str]:
     """The architecture of a native-named state dict, and how it was found.
 
-    `model` (a zoo name) overrides everything; otherwise the checkpoint's cfg; otherwise shapes.
-    The result always agrees with every tensor shape, or ConvertError lists the first mismatches.
+    `model` (a zoo name) must agree with every fact the checkpoint's cfg states; without it the cfg
+    decides; without a cfg, the tensor shapes. The result always agrees with every tensor shape, or
+    ConvertError lists the first mismatches. The tensor count bounds any depth before anything is built.
     """
     num_classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
+    max_blocks = len(state) // 15
     try:
+        from_cfg = config_from_cfg(cfg, num_classes, max_blocks) if cfg is not None else None
         if model:
             config, how = zoo_config(canonical_name(model), num_classes or 1000), f"--model {model}"
-        elif cfg is not None:
-            config, how = config_from_cfg(cfg, num_classes), "the checkpoint's cfg"
+            if from_cfg is not None:
+                if differences := config_differences(config, from_cfg):
+                    raise ConvertError(path, f"--model {model} contradicts its cfg: " + "; ".join(differences))
+                how += ", agrees with the checkpoint's cfg"
+        elif from_cfg is not None:
+            config, how = from_cfg, "the checkpoint's cfg"
         else:
             config, how = config_from_shapes(state), "tensor shapes"
     except KeyError as exc:
@@ -166,6 +260,6 @@ def find_config(
     if mismatches:
         raise ConvertError(path, f"tensor shapes contradict {how}: " + "; ".join(mismatches))
     name = zoo_name_of(config)
-    if model or name:
-        how += f", matches zoo model {name}" if name else ""
+    if not model and name:
+        how += f", matches zoo model {name}"
     return config.with_name(name), how

@@ -1,52 +1,144 @@
-"""Write an output file all at once or not at all."""
+"""Write an output file all at once or not at all, never over an input, a directory or a special file.
+
+The file appears complete under its name or not at all: it is written to a hidden temporary file
+beside it (`.NAME.PID-XXXXXX.part`) that is renamed into place, and removed on any failure or
+interruption. A temporary file left by a killed process (its PID no longer runs) is removed on the
+next write to the same output. A symbolic link as output is written through: its target is replaced
+atomically and the link stays. New files get the permissions the umask allows; a replaced file keeps
+its permissions.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from regnet_convert.errors import ConvertError
 
+_MAX_NAME_IN_TEMP = 180  # bytes of the output's name kept in the temporary name (file names are <= 255 bytes)
 
-def check_output(path: Path, force: bool) -> None:
-    """Fail early when `path` exists (without `force`) or cannot be created."""
-    if path.is_dir():
-        raise ConvertError(path, "is a directory; give an output file name")
-    if path.exists() and not force:
-        raise ConvertError(path, "already exists (use --force to overwrite it)")
-    if not path.parent.is_dir():
-        raise ConvertError(path, f"output directory {str(path.parent)!r} does not exist")
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, or None for a regular file."""
+    for test, name in [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]:
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: str | None = None) -> Path:
+    """The real destination of `path` (a symlink's target), after refusing what must not be written.
+
+    Refused: an existing file without `force`, a directory, FIFO, socket or device, the same file as one
+    of `inputs`, a missing or unwritable folder. `label` names the option in messages (e.g. `--json`).
+    """
+    name = f"{label} {path}" if label else path
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ConvertError(name, f"cannot be written ({exc.strerror or exc})") from None
+    if info is not None:
+        if kind := _kind(info.st_mode):
+            raise ConvertError(name, f"is {kind}; give a file name to write")
+        for source in inputs:
+            with suppress(OSError):
+                if _same_file(info, Path(source).stat()):
+                    raise ConvertError(name, f"is the input file {source} itself; give another output name")
+        if not force:
+            raise ConvertError(name, "already exists (use --force to overwrite it)")
+    parent = target.parent
+    if not parent.is_dir():
+        raise ConvertError(name, f"output directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConvertError(name, f"cannot write in {str(parent)!r} (permission denied)")
+    return target
+
+
+def _temp_prefix(target: Path) -> str:
+    name = target.name
+    if len(os.fsencode(name)) > _MAX_NAME_IN_TEMP:
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+        name = os.fsdecode(os.fsencode(name)[:100]).rstrip("\ufffd") + "~" + digest
+    return f".{name}."
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes to `target` whose process no longer runs."""
+    prefix = _temp_prefix(target)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[0-9a-f]{12}\.part")
+    removed = []
+    with suppress(OSError):
+        for entry in os.scandir(target.parent):
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file(follow_symlinks=False) and not _pid_running(int(match.group(1))):
+                with suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 @contextmanager
-def atomic_output(path: Path, force: bool) -> Iterator[Path]:
-    """A temporary path beside `path`; on success it becomes `path`, on any failure it vanishes.
+def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: str | None = None) -> Iterator[Path]:
+    """A temporary path beside the output; on success it becomes the output, on any failure it vanishes.
 
-    Without `force` the final step is a hard link, which fails rather than replacing a file
-    that appeared in the meantime.
+    Without `force` the final step is a hard link, which fails rather than replace a file that appeared
+    in the meantime.
     """
-    check_output(path, force)
+    name = f"{label} {path}" if label else path
+    target = check_output(Path(path), force, inputs, label)
+    remove_stale_temporaries(target)
+    tmp = target.parent / f"{_temp_prefix(target)}{os.getpid()}-{secrets.token_hex(6)}.part"
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     except OSError as exc:
-        raise ConvertError(path, f"cannot write in {str(path.parent)!r} ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+        raise ConvertError(name, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
     try:
+        try:
+            with suppress(FileNotFoundError):
+                os.fchmod(fd, stat.S_IMODE(target.stat().st_mode))  # a replaced file keeps its permissions
+        finally:
+            os.close(fd)
         yield tmp
         _fsync(tmp)
         if force:
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         else:
             try:
-                os.link(tmp, path)
+                os.link(tmp, target)
             except FileExistsError:
-                raise ConvertError(path, "already exists (use --force to overwrite it)") from None
+                raise ConvertError(name, "already exists (use --force to overwrite it)") from None
     except OSError as exc:
-        raise ConvertError(path, f"writing failed ({exc.strerror or exc}); nothing was written") from None
+        raise ConvertError(name, f"writing failed ({exc.strerror or exc}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
 

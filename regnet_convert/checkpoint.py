@@ -1,19 +1,25 @@
-"""Read a pycls checkpoint without ever running pickled code."""
+"""Read a pycls or mmcls checkpoint without ever running pickled code, and check what it holds."""
 
 from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from regnet_convert.errors import ConvertError
+from regnet_convert.inputs import check_input_file
+from regnet_convert.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+MAX_CFG_CHARS = 1 << 20  # a pycls cfg dump is about 5 KB
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass
@@ -23,6 +29,18 @@ class SourceCheckpoint:
     state: dict[str, torch.Tensor]
     cfg: dict | None  # the training config (pycls's `cfg.dump()`), when the file has one
     has_optimizer_state: bool = False
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalars and dtypes (mmcv writes them into `meta`): data only, never code."""
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *((cls, f"numpy.dtypes.{cls.__name__}") for cls in dtype_classes),
+    ]
 
 
 def _describe_load_failure(exc: Exception) -> str:
@@ -40,30 +58,59 @@ def _describe_load_failure(exc: Exception) -> str:
 
 
 def load_tensors_safely(path: Path) -> object:
-    """`torch.load` restricted to tensors and plain containers; memory-mapped when the format allows."""
-    if not path.exists():
-        raise ConvertError(path, "no such file")
-    if path.is_dir():
-        raise ConvertError(path, "is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise ConvertError(path, "empty file")
+    """`torch.load` restricted to tensors, plain containers and numpy scalars; memory-mapped when it can be."""
+    check_input_file(path, "checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        protocol = check_checkpoint(str(path))
+    except PickleProblem as exc:
+        raise ConvertError(path, f"refused: {exc}") from None
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, IndexError, KeyError):
+        protocol = 2  # not readable as a checkpoint: torch.load below says how
+    if protocol not in SAFE_PROTOCOLS:
+        raise ConvertError(
+            path,
+            f"saved with pickle protocol {protocol}, which torch's safe loader (weights_only=True) cannot read; "
+            "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that",
+        )
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
         raise ConvertError(path, _describe_load_failure(exc)) from None
+    except (RecursionError, MemoryError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
+        raise ConvertError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})") from None
 
 
 def _parse_cfg(path: Path, cfg: object) -> dict | None:
     if cfg is None or isinstance(cfg, dict):
         return cfg
     if isinstance(cfg, str):
+        if len(cfg) > MAX_CFG_CHARS:
+            raise ConvertError(path, f"its 'cfg' is {len(cfg):,} characters long, not a pycls config")
         try:
             parsed = yaml.safe_load(cfg)
         except yaml.YAMLError as exc:
             raise ConvertError(path, f"its 'cfg' is not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise ConvertError(path, "its 'cfg' YAML nests too deeply to be a pycls config") from None
         if isinstance(parsed, dict):
             return parsed
     raise ConvertError(path, f"its 'cfg' is a {type(cfg).__name__}, not a pycls config")
+
+
+def tensor_problem(tensor: torch.Tensor) -> str | None:
+    """Why a stored tensor cannot be a RegNet weight, or None (dense, in memory, floating point)."""
+    if tensor.layout != torch.strided:
+        return f"is a sparse tensor ({tensor.layout})"
+    if tensor.is_quantized:
+        return "is a quantized tensor"
+    if tensor.device.type != "cpu":
+        return f"holds no data ({tensor.device.type} tensor)"
+    if tensor.dtype not in WEIGHT_DTYPES:
+        return f"is {str(tensor.dtype).removeprefix('torch.')}, not a floating-point weight"
+    return None
 
 
 def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor]:
@@ -75,13 +122,17 @@ def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor
     return state
 
 
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def read_mmcls_checkpoint(path: str | Path) -> SourceCheckpoint:
     """An mmclassification checkpoint (`state_dict`, `meta`, ...) or a bare state dict."""
     path = Path(path)
     obj = load_tensors_safely(path)
     if isinstance(obj, dict) and "state_dict" in obj:
         return SourceCheckpoint(_tensor_dict(path, obj["state_dict"], "its 'state_dict'"), None, "optimizer" in obj)
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     raise ConvertError(path, "not an mmclassification checkpoint: no 'state_dict' and not a state dict")
 
@@ -94,9 +145,9 @@ def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
         state = _tensor_dict(path, obj["model_state"], "its 'model_state'")
         cfg = _parse_cfg(path, obj.get("cfg"))
         return SourceCheckpoint(state, cfg, has_optimizer_state="optimizer_state" in obj)
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     if isinstance(obj, dict):
-        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        keys = ", ".join(repr(k)[:40] for k in list(obj)[:5])
         raise ConvertError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
     raise ConvertError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")

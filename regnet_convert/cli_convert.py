@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from regnet_convert import __version__
+from regnet_convert.cli_common import ReportingGroup
 from regnet_convert.convert import DTYPES, LAYOUTS, convert
-from regnet_convert.errors import ConvertError
 from regnet_convert.inspect_file import describe
 from regnet_convert.zoo_cli import zoo
 
 
-def fail(error: ConvertError) -> None:
-    """Report one error line on stderr and exit non-zero."""
-    click.echo(f"error: {error}", err=True)
-    sys.exit(1)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="regnet-convert")
 def main() -> None:
     """Convert pycls (and mmclassification) RegNet checkpoints into native PyTorch RegNets in safetensors.
@@ -32,6 +25,10 @@ def main() -> None:
       regnet-convert mmcls RegNetX-4.0GF-ef8bb32c.pth regnetx_4.0gf.safetensors
       regnet-convert inspect checkpoints/regnetx_4.0gf.safetensors
       regnet-convert zoo list
+
+    \b
+    Exit status: 0 done, 2 bad usage, input or output (one line on stderr),
+    3 unexpected error, 130 interrupted (128+N for signal N); nothing partial is left behind.
     """
 
 
@@ -50,10 +47,7 @@ def conversion_command(source_format: str, summary: str) -> Callable:
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
     def command(source: Path, output: Path, verbose: bool, quiet: bool, **options) -> None:
         log = (lambda line: click.echo(line, err=True)) if verbose and not quiet else (lambda _: None)
-        try:
-            result = convert(source, output, source_format=source_format, quiet=quiet, log=log, **options)
-        except ConvertError as error:
-            fail(error)
+        result = convert(source, output, source_format=source_format, quiet=quiet, log=log, **options)
         if not quiet:
             click.echo(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
 
@@ -78,11 +72,7 @@ main.add_command(zoo)
 @click.argument("file", type=click.Path(path_type=Path))
 def inspect_command(file: Path) -> None:
     """Show the model, size, complexity and metadata of a .pyth or converted FILE."""
-    try:
-        lines = describe(file)
-    except ConvertError as error:
-        fail(error)
-    click.echo("\n".join(lines))
+    click.echo("\n".join(describe(file)))
 
 
 if __name__ == "__main__":

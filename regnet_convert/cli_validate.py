@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import torch.distributed as dist
 
-from regnet_convert.errors import ConvertError
+from regnet_convert.cli_common import ReportingCommand
+from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.evaluate import AMP_DTYPES
 from regnet_convert.preprocess import PRESETS
 from regnet_convert.report import write_json
-from regnet_convert.validate import ValidationOptions, validate
-
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+from regnet_convert.validate import ValidationOptions, json_inputs, validate
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@contextmanager
+def process_group() -> Iterator[None]:
+    """Close the torch.distributed process group that validation may open, however the run ends."""
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class FiniteFloat(click.ParamType):
+    """A finite, non-negative number (nan and inf are refused)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return number
+
+
+@click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--model", metavar="NAME", help="Zoo model (regnetx_4.0gf); weights default to checkpoints/NAME.safetensors."
 )
@@ -30,7 +57,8 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
     "--labels", type=click.Path(path_type=Path), help="Labels for a flat folder: meta/val.txt or LOC_val_solution.csv."
 )
 @click.option("--preprocess", type=click.Choice(PRESETS), default="mmcls", show_default=True,
-              help="mmcls reproduces the seed table's numbers, pycls pycls's own.")  # fmt: skip
+              help="mmcls (uint8 resize) reproduces the seed table's numbers; pycls (float32 resize, "
+                   "bit-exact with pycls 0.1.1's test loader) pycls's own.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=min(8, os.cpu_count() or 1), show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -44,7 +72,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Also write the result as JSON (atomically)."
 )
-@click.option("--tolerance", type=click.FloatRange(0), default=0.1, show_default=True,
+@click.option("--tolerance", type=FiniteFloat(), default=0.1, show_default=True,
               help="Allowed |difference| in percentage points for PASS.")  # fmt: skip
 @click.option("--skip-bad-images", is_flag=True, help="Skip undecodable images (the result is then not comparable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -52,23 +80,18 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 def main(json_path: Path | None, quiet: bool, **kwargs) -> None:
     """Validate a converted RegNet on ImageNet and compare with the seed table and pycls.
 
-    Exit status: 0 pass (or nothing to judge), 1 fail, 2 bad usage or data.
+    \b
+    Exit status: 0 pass (or nothing to judge), 1 accuracy outside the tolerance,
+    2 bad usage, input or data, 3 unexpected error, 130 interrupted (128+N for signal N).
     """
-    options = ValidationOptions(**kwargs, progress=not quiet)
-    try:
+    options = ValidationOptions(**kwargs, progress=not quiet, json_path=json_path)
+    with process_group():
         result = validate(options)
-        is_main = not dist.is_initialized() or dist.get_rank() == 0
-        if is_main:
-            click.echo(result.table())
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            click.echo(result.table())  # printed first: a late error must not lose the result
             if json_path:
-                write_json(json_path, result.to_json())
-    except ConvertError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    sys.exit(EXIT_FAIL if result.passed is False else EXIT_PASS)
+                write_json(json_path, result.to_json(), json_inputs(options, Path(result.weights)))
+    sys.exit(EXIT_FAIL if result.passed is False else EXIT_OK)
 
 
 if __name__ == "__main__":

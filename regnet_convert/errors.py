@@ -1,12 +1,18 @@
-"""The one error type the tools report: a file and what is wrong with it."""
+"""The one error family the tools report, and their exit codes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_OK = 0
+EXIT_FAIL = 1  # regnet-validate: the accuracy is outside the tolerance
+EXIT_BAD_INPUT = 2  # bad usage, a bad input file, option or data, an output that cannot be written
+EXIT_INTERNAL = 3  # an unexpected error: a bug, reported as one line
+EXIT_INTERRUPTED = 130  # Ctrl-C; other termination signals exit 128 + the signal number
+
 
 class ConvertError(Exception):
-    """A problem with one input or output file, reported as one line."""
+    """A problem with one input, output or option, reported as one line: `WHAT: PROBLEM`."""
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = str(path) if path is not None else None

@@ -7,10 +7,13 @@ from functools import cache
 from pathlib import Path
 
 from regnet_convert.errors import ConvertError
+from regnet_convert.inputs import check_input_file
 from regnet_convert.preprocess import IMAGE_EXTENSIONS
 
 Sample = tuple[Path, int]
 FULL_VALIDATION_SET = 50_000
+IMAGENET_CLASSES = 1000
+MAX_LABELS_BYTES = 64 << 20  # meta/val.txt is 1.3 MB
 
 
 @cache
@@ -51,27 +54,48 @@ def class_folder_samples(data: Path) -> list[Sample]:
 
 
 def read_labels(labels: Path) -> dict[str, int]:
-    """Image name -> class index, from mmcls's `meta/val.txt` or Kaggle's `LOC_val_solution.csv`."""
-    if not labels.is_file():
-        raise ConvertError(labels, "no such labels file")
-    lines = labels.read_text().splitlines()
+    """Image name -> class index, from mmcls's `meta/val.txt` or Kaggle's `LOC_val_solution.csv`.
+
+    An image listed twice with different classes is an error; UTF-8 with or without a byte-order mark.
+    """
+    check_input_file(labels, "labels file", label="--labels")
+    if labels.stat().st_size > MAX_LABELS_BYTES:
+        raise ConvertError(labels, f"is over {MAX_LABELS_BYTES >> 20} MB, too large for a labels file")
+    try:
+        lines = labels.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConvertError(labels, f"is not UTF-8 text (byte {exc.start})") from None
+    table: dict[str, int] = {}
+    line_of: dict[str, int] = {}
+
+    def add(name: str, index: int, number: int) -> None:
+        if "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConvertError(labels, f"line {number} names {name[:60]!r}, not an image inside the data folder")
+        if name in table and table[name] != index:
+            raise ConvertError(
+                labels, f"line {number} gives {name!r} class {index}, line {line_of[name]} gave class {table[name]}"
+            )
+        table[name], line_of[name] = index, number
+
     if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
-        table = {}
-        for row in csv.reader(lines[1:]):
+        for number, row in enumerate(csv.reader(lines[1:]), start=2):
             if row:
                 wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
                 if wnid not in class_index():
-                    raise ConvertError(labels, f"row {row[0]!r} names {wnid!r}, not an ImageNet-1k WordNet id")
-                table[row[0]] = class_index()[wnid]
-        return table
-    table = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
-            raise ConvertError(labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line!r}")
-        table[parts[0]] = int(parts[1])
+                    raise ConvertError(
+                        labels, f"line {number}: {row[0][:60]!r} names {wnid[:20]!r}, not an ImageNet-1k id"
+                    )
+                add(row[0], class_index()[wnid], number)
+    else:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
+                raise ConvertError(
+                    labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line[:80]!r}"
+                )
+            add(parts[0], int(parts[1]), number)
     if not table:
         raise ConvertError(labels, "holds no labels")
     return table

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 import regnet
-from regnet import RegNet, RegNetConfig, read_metadata
-from regnet_convert.architecture import find_config
+from regnet import RegNet, RegNetConfig
+from regnet.loading import check_against_architecture
+from regnet.metadata import WeightsMetadata
+from regnet_convert.architecture import check_cfg_model_type, find_config
 from regnet_convert.checkpoint import read_pycls_checkpoint
 from regnet_convert.convert import map_pycls_keys
 from regnet_convert.errors import ConvertError
+from regnet_convert.inputs import check_input_file
 
 
 def _architecture_lines(config: RegNetConfig) -> list[str]:
@@ -36,30 +38,36 @@ def _architecture_lines(config: RegNetConfig) -> list[str]:
 def describe(path: str | Path) -> list[str]:
     """Readable lines about the file; ConvertError when it is neither kind of file."""
     path = Path(path)
-    if not path.exists():
-        raise ConvertError(path, "no such file")
-    if regnet.is_safetensors(path):
-        try:
-            metadata = read_metadata(path)
-        except ValueError as exc:
-            raise ConvertError(path, str(exc)) from None
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in keys})
-        pre = metadata.preprocessing
-        return [
-            f"file:         {path} (converted safetensors)",
-            *_architecture_lines(metadata.config),
-            f"tensors:      {len(keys)} ({', '.join(dtypes)})",
-            f"input:        {pre.channel_order}, mean {list(pre.mean)}, std {list(pre.std)}, "
-            f"resize {pre.resize}, crop {pre.crop}",
-            f"source:       {metadata.source_format} {metadata.source_file} (sha256 {metadata.source_sha256})",
-            f"converter:    regnet-convert {metadata.converter_version}",
-        ]
+    check_input_file(path)
+    try:
+        header = regnet.read_header(path)
+    except regnet.WeightsFileError:
+        return _describe_checkpoint(path)  # not safetensors: a pycls checkpoint, or an error naming the file
+    try:
+        metadata = WeightsMetadata.from_strings(header.metadata)
+        check_against_architecture(header, metadata)
+    except regnet.WeightsFileError as exc:
+        raise ConvertError(path, str(exc)) from None
+    dtypes = sorted({entry.dtype for entry in header.tensors.values()})
+    pre = metadata.preprocessing
+    return [
+        f"file:         {path} (converted safetensors, {metadata.layout} layout)",
+        *_architecture_lines(metadata.config),
+        f"tensors:      {len(header.tensors)} ({', '.join(dtypes)})",
+        f"input:        {pre.channel_order}, mean {list(pre.mean)}, std {list(pre.std)}, "
+        f"resize {pre.resize}, crop {pre.crop}",
+        f"source:       {metadata.source_format} {metadata.source_file[:200]} (sha256 {metadata.source_sha256[:64]})",
+        f"converter:    regnet-convert {metadata.converter_version[:40]}",
+    ]
+
+
+def _describe_checkpoint(path: Path) -> list[str]:
     checkpoint = read_pycls_checkpoint(path)
+    if checkpoint.cfg is not None:
+        check_cfg_model_type(str(path), checkpoint.cfg)
     state, dropped = map_pycls_keys(path, checkpoint.state)
     config, found_by = find_config(str(path), state, checkpoint.cfg, None)
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in checkpoint.state.values()})
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     kind = "pycls training checkpoint" if checkpoint.cfg is not None or checkpoint.has_optimizer_state else "state dict"
     return [
         f"file:         {path} ({kind})",

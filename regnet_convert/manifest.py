@@ -1,4 +1,4 @@
-"""The model-zoo manifest (`checkpoints/zoo.json`): reference numbers and download addresses."""
+"""The model-zoo manifest (packaged `zoo.json`): reference numbers and download addresses."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from regnet import canonical_name
 
+USER_CHECKPOINTS = Path("~/.cache/regnet-convert/checkpoints")
+
 
 def checkpoints_dir() -> Path:
-    """Where the manifest and converted files live (`$REGNET_CHECKPOINTS` or the project's `checkpoints/`)."""
-    return Path(os.environ.get("REGNET_CHECKPOINTS") or Path(__file__).resolve().parents[1] / "checkpoints")
+    """Where converted files live: `$REGNET_CHECKPOINTS`, else `./checkpoints/` if it exists, else a per-user folder."""
+    if folder := os.environ.get("REGNET_CHECKPOINTS"):
+        return Path(folder)
+    if Path("checkpoints").is_dir():
+        return Path("checkpoints")
+    return USER_CHECKPOINTS.expanduser()
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,10 @@ class ZooEntry:
 
 
 @cache
-def _load(path: Path) -> dict[str, ZooEntry]:
+def zoo_entries() -> dict[str, ZooEntry]:
+    """All 24 entries, by canonical name (the manifest ships inside the package)."""
     entries = {}
-    for item in json.loads(path.read_text())["models"]:
+    for item in json.loads(resources.files("regnet_convert").joinpath("zoo.json").read_text())["models"]:
         seed = item.get("seed_table")
         entries[item["name"]] = ZooEntry(
             name=item["name"],
@@ -61,11 +69,6 @@ def _load(path: Path) -> dict[str, ZooEntry]:
             **item["complexity"],
         )
     return entries
-
-
-def zoo_entries() -> dict[str, ZooEntry]:
-    """All 24 entries, by canonical name."""
-    return _load(checkpoints_dir() / "zoo.json")
 
 
 def zoo_entry(name: str) -> ZooEntry:

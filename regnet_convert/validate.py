@@ -11,11 +11,13 @@ import torch.distributed as dist
 
 import regnet
 from regnet.metadata import WeightsMetadata
+from regnet_convert.atomic import check_output
 from regnet_convert.convert import prepare
 from regnet_convert.data import CropSettings, make_loader, shard
 from regnet_convert.errors import ConvertError
 from regnet_convert.evaluate import BadImage, Evaluation
-from regnet_convert.imagenet import find_samples, subset
+from regnet_convert.imagenet import IMAGENET_CLASSES, find_samples, subset
+from regnet_convert.inputs import check_input_file
 from regnet_convert.manifest import checkpoints_dir, zoo_entries
 from regnet_convert.report import ValidationResult
 
@@ -40,6 +42,12 @@ class ValidationOptions:
     skip_bad_images: bool = False
     progress: bool = True
     demo: bool = False
+    json_path: Path | None = None
+
+
+def json_inputs(options: ValidationOptions, weights: Path) -> list[Path]:
+    """The files a --json output must never replace."""
+    return [p for p in (weights, options.labels) if p is not None]
 
 
 def default_weights(name: str) -> Path:
@@ -51,21 +59,22 @@ def default_weights(name: str) -> Path:
 
 
 def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
-    """A converted file, or a pycls `.pyth` converted in memory."""
-    if not path.exists():
-        raise ConvertError(path, "no such weights file")
-    if regnet.is_safetensors(path):
-        try:
-            model = regnet.load(path)
-        except ValueError as exc:
-            raise ConvertError(path, f"not a converted RegNet: {exc}") from None
-        return model, model.metadata
-    state, conversion = prepare(path)
-    return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
+    """A converted file, or a pycls `.pyth` converted in memory; every tensor checked before use."""
+    check_input_file(path, "weights file", label="--weights")
+    try:
+        regnet.read_header(path)
+    except regnet.WeightsFileError:
+        state, conversion = prepare(path)  # not a safetensors file: a pycls checkpoint, or an error naming it
+        return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
+    try:
+        model = regnet.load(path)
+    except regnet.WeightsFileError as exc:
+        raise ConvertError(path, f"not a converted RegNet: {exc}") from None
+    return model, model.metadata
 
 
 def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsMetadata, Path]:
-    """The model to validate, checked against --model when both are given."""
+    """The model to validate: an ImageNet-1k classifier, the very --model architecture when one is named."""
     name = None
     if options.model:
         try:
@@ -76,8 +85,11 @@ def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsM
         raise ConvertError(None, "give --model NAME or --weights FILE")
     path = options.weights or default_weights(name)
     model, metadata = load_weights(path)
-    if name and metadata.model != name:
-        raise ConvertError(path, f"holds {metadata.model}, not the --model {name}")
+    classes = metadata.config.num_classes
+    if classes != IMAGENET_CLASSES:
+        raise ConvertError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
+    if name and metadata.config != regnet.zoo_config(name):
+        raise ConvertError(path, f"holds {metadata.model}, not the --model {name} architecture")
     return model, metadata, path
 
 
@@ -101,7 +113,12 @@ def validate(options: ValidationOptions) -> ValidationResult:
     """Validate on this process's shard and reduce the counts over the job; every rank gets the result."""
     rank, world_size, device = distributed_context(options.device)
     model, metadata, weights_path = resolve_model(options)
+    if options.json_path is not None:  # refused now, not after 50,000 images
+        check_output(options.json_path, True, json_inputs(options, weights_path), label="--json")
+    zoo = None if options.demo else zoo_entries().get(metadata.model)
     samples = subset(find_samples(options.data, options.labels), options.limit)
+    weights_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    model = model.float()  # computed in float32 whatever the file stores; --amp lowers it explicitly
     pre = metadata.preprocessing
     settings = CropSettings(options.preprocess, pre.resize, pre.crop, pre.channel_order)
     loader = make_loader(
@@ -119,7 +136,6 @@ def validate(options: ValidationOptions) -> ValidationResult:
     counts = counts.all_reduce()
     if counts.images + len(counts.bad_images) != len(samples):
         raise RuntimeError(f"counted {counts.images + len(counts.bad_images)} images of {len(samples)}")
-    zoo = None if options.demo else zoo_entries().get(metadata.model)
     return ValidationResult(
         model=metadata.model,
         weights=str(weights_path),
@@ -135,4 +151,5 @@ def validate(options: ValidationOptions) -> ValidationResult:
         wall_seconds=wall,
         demo=options.demo,
         zoo=zoo,
+        weights_dtype=weights_dtype,
     )

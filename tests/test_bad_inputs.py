@@ -40,7 +40,7 @@ def zoo_checkpoint(tmp_path) -> Path:
 
 def test_missing_file(tmp_path, runner):
     line = run_failing(runner, tmp_path / "nope.pyth", tmp_path / "out.safetensors")
-    assert "nope.pyth: no such file" in line
+    assert "nope.pyth: no such checkpoint file" in line
     assert_nothing_written(tmp_path)
 
 
@@ -114,6 +114,10 @@ def test_pycls_efficientnet_is_not_a_regnet(tmp_path, runner):
 
 def test_shapes_contradicting_model_option(tmp_path, runner, zoo_checkpoint):
     line = run_failing(runner, zoo_checkpoint, tmp_path / "out.safetensors", "--model", "regnetx_400mf")
+    assert "--model regnetx_400mf contradicts its cfg: stages" in line  # the cfg is checked first
+    bare = tmp_path / "bare.pth"
+    torch.save(torch.load(zoo_checkpoint, weights_only=True)["model_state"], bare)
+    line = run_failing(runner, bare, tmp_path / "out.safetensors", "--model", "regnetx_400mf")
     assert "tensor shapes contradict --model regnetx_400mf" in line
     assert "expected" in line and "more" in line  # lists the first mismatches, counts the rest
     assert not (tmp_path / "out.safetensors").exists()

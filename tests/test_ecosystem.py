@@ -61,7 +61,7 @@ def test_mmcls_unknown_keys_are_an_error(tmp_path, runner):
     source = tmp_path / "weird.pth"
     torch.save({"state_dict": state}, source)
     result = runner.invoke(main, ["mmcls", str(source), str(tmp_path / "out.safetensors")])
-    assert result.exit_code == 1 and "weird.pth: not a RegNet" in result.stderr
+    assert result.exit_code == 2 and "weird.pth: not a RegNet" in result.stderr
     assert not (tmp_path / "out.safetensors").exists()
 
 

@@ -13,7 +13,6 @@ import pytest
 from regnet_convert.cli_validate import main
 from regnet_convert.demo import make_images
 from regnet_convert.imagenet import wnids
-from regnet_convert.manifest import checkpoints_dir
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,6 @@ def test_bad_usage_and_data_exit_2(runner, tmp_path, small_val, converted_200mf)
 
 
 def test_model_without_converted_weights_says_how_to_get_them(runner, tmp_path, small_val, monkeypatch):
-    shutil.copy(checkpoints_dir() / "zoo.json", tmp_path / "zoo.json")
     monkeypatch.setenv("REGNET_CHECKPOINTS", str(tmp_path))
     result = run_validate(runner, "--model", "RegNetX-4.0GF", "--data", small_val)
     assert result.exit_code == 2

@@ -1,0 +1,27 @@
+"""Input files are checked for what they are before anything opens them (a FIFO would hang a reader)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from regnet_convert.atomic import _kind
+from regnet_convert.errors import ConvertError
+
+
+def check_input_file(path: Path, what: str = "file", label: str | None = None) -> os.stat_result:
+    """The stat of a readable, non-empty regular file; ConvertError naming `label`/`path` otherwise."""
+    name = f"{label} {path}" if label else path
+    try:
+        info = Path(path).stat()
+    except FileNotFoundError:
+        raise ConvertError(name, f"no such {what}") from None
+    except OSError as exc:
+        raise ConvertError(name, f"cannot be read ({exc.strerror or exc})") from None
+    if kind := _kind(info.st_mode):
+        raise ConvertError(name, f"is {kind}, not a {what}")
+    if not os.access(path, os.R_OK):
+        raise ConvertError(name, "cannot be read (permission denied)")
+    if info.st_size == 0:
+        raise ConvertError(name, "empty file")
+    return info
