@@ -101,7 +101,7 @@ def config_from_cfg(cfg: dict, num_classes: int | None, max_blocks: int | None =
     c = _Cfg(cfg)
     model_type = cfg_model_type(cfg)
     eps = c.get("BN", "EPS", float, 1e-5)
-    classes = num_classes or c.get("MODEL", "NUM_CLASSES", int, 1000)
+    classes = c.get("MODEL", "NUM_CLASSES", int, num_classes or 1000)  # stated: must agree with the tensors
     if model_type == "regnet":
         section = "REGNET"
         depth = c.get(section, "DEPTH", int)

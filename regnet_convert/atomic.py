@@ -50,8 +50,10 @@ def check_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: st
     """
     name = f"{label} {path}" if label else path
     path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target = path
     try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            target = Path(os.path.realpath(path))
         info = target.stat()
     except FileNotFoundError:
         info = None
@@ -119,16 +121,16 @@ def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: s
     remove_stale_temporaries(target)
     tmp = target.parent / f"{_temp_prefix(target)}{os.getpid()}-{secrets.token_hex(6)}.part"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        mode = stat.S_IMODE(target.stat().st_mode)  # a replaced file keeps its permissions
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
         raise ConvertError(name, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
     try:
-        try:
-            with suppress(FileNotFoundError):
-                os.fchmod(fd, stat.S_IMODE(target.stat().st_mode))  # a replaced file keeps its permissions
-        finally:
-            os.close(fd)
         yield tmp
+        os.chmod(tmp, mode)  # after writing: writers may replace the file they were given
         _fsync(tmp)
         if force:
             os.replace(tmp, target)
@@ -141,6 +143,16 @@ def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: s
         raise ConvertError(name, f"writing failed ({exc.strerror or exc}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it."""
+    with suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("Umask:")).split()[1], 8)
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def _fsync(path: Path) -> None:

@@ -80,7 +80,7 @@ def load_tensors_safely(path: Path) -> object:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
         raise ConvertError(path, _describe_load_failure(exc)) from None
     except (RecursionError, MemoryError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
-        raise ConvertError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+        raise ConvertError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
 
 def _parse_cfg(path: Path, cfg: object) -> dict | None:

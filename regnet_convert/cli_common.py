@@ -69,8 +69,12 @@ def exit_code_of(run: Callable[[], object]) -> int:
     except ConvertError as error:
         error_line(str(error))
         return EXIT_BAD_INPUT
+    except click.UsageError as error:  # one line, like every other refusal
+        hint = f" (see {error.ctx.command_path} --help)" if error.ctx else ""
+        error_line(error.format_message() + hint)
+        return error.exit_code
     except click.ClickException as error:
-        error.show()
+        error_line(error.format_message())
         return error.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code

@@ -106,13 +106,17 @@ def cast_checked(path: Path, state: dict[str, torch.Tensor], dtype: str | None) 
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     if dtype is None and len(dtypes) > 1:
         raise ConvertError(path, f"mixes dtypes ({', '.join(dtypes)}); choose one with --dtype")
+    _check_finite(path, state, "")
     if dtype is not None:
         state = {k: v.to(DTYPES[dtype]) for k, v in state.items()}
+        _check_finite(path, state, f" once cast to {dtype} (out of its range)")
+    return state
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor], cause: str) -> None:
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all():
-            cause = f" once cast to {dtype}" if dtype and torch.isfinite(tensor.double()).all() else ""
             raise ConvertError(path, f"tensor {key!r} holds infinite or NaN values{cause}")
-    return state
 
 
 def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch.Tensor]) -> RegNet:

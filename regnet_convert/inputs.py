@@ -25,3 +25,14 @@ def check_input_file(path: Path, what: str = "file", label: str | None = None) -
     if info.st_size == 0:
         raise ConvertError(name, "empty file")
     return info
+
+
+def weights_kind(path: Path) -> str:
+    """`checkpoint` (torch's zip or legacy pickle) or `safetensors`, from the first bytes; ConvertError otherwise."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
+        return "checkpoint"
+    if start[8:9] == b"{":
+        return "safetensors"
+    raise ConvertError(path, "neither a PyTorch checkpoint nor a safetensors file")

@@ -14,7 +14,7 @@ from regnet_convert.architecture import check_cfg_model_type, find_config
 from regnet_convert.checkpoint import read_pycls_checkpoint
 from regnet_convert.convert import map_pycls_keys
 from regnet_convert.errors import ConvertError
-from regnet_convert.inputs import check_input_file
+from regnet_convert.inputs import check_input_file, weights_kind
 
 
 def _architecture_lines(config: RegNetConfig) -> list[str]:
@@ -39,11 +39,10 @@ def describe(path: str | Path) -> list[str]:
     """Readable lines about the file; ConvertError when it is neither kind of file."""
     path = Path(path)
     check_input_file(path)
+    if weights_kind(path) == "checkpoint":
+        return _describe_checkpoint(path)
     try:
         header = regnet.read_header(path)
-    except regnet.WeightsFileError:
-        return _describe_checkpoint(path)  # not safetensors: a pycls checkpoint, or an error naming the file
-    try:
         metadata = WeightsMetadata.from_strings(header.metadata)
         check_against_architecture(header, metadata)
     except regnet.WeightsFileError as exc:

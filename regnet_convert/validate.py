@@ -17,7 +17,7 @@ from regnet_convert.data import CropSettings, make_loader, shard
 from regnet_convert.errors import ConvertError
 from regnet_convert.evaluate import BadImage, Evaluation
 from regnet_convert.imagenet import IMAGENET_CLASSES, find_samples, subset
-from regnet_convert.inputs import check_input_file
+from regnet_convert.inputs import check_input_file, weights_kind
 from regnet_convert.manifest import checkpoints_dir, zoo_entries
 from regnet_convert.report import ValidationResult
 
@@ -61,10 +61,8 @@ def default_weights(name: str) -> Path:
 def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
     """A converted file, or a pycls `.pyth` converted in memory; every tensor checked before use."""
     check_input_file(path, "weights file", label="--weights")
-    try:
-        regnet.read_header(path)
-    except regnet.WeightsFileError:
-        state, conversion = prepare(path)  # not a safetensors file: a pycls checkpoint, or an error naming it
+    if weights_kind(path) == "checkpoint":
+        state, conversion = prepare(path)
         return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
     try:
         model = regnet.load(path)
