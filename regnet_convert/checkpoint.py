@@ -18,6 +18,7 @@ from regnet_convert.inputs import check_input_file
 from regnet_convert.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNSUPPORTED_OPCODE = re.compile(r"Unsupported operand (\d+)")
 MAX_CFG_CHARS = 1 << 20  # a pycls cfg dump is about 5 KB
 WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -43,7 +44,7 @@ def _numpy_safe_globals() -> list:
     ]
 
 
-def _describe_load_failure(exc: Exception) -> str:
+def _describe_load_failure(exc: Exception, well_formed: bool) -> str:
     message = " ".join(str(exc).split())
     detail = message.split(" Check the documentation")[0]
     detail = detail.split("WeightsUnpickler error:")[-1].split("from a trusted source.")[-1].strip()
@@ -51,6 +52,12 @@ def _describe_load_failure(exc: Exception) -> str:
         return (
             f"refused to unpickle: the file references {found.group(1)!r}, code or objects that a checkpoint "
             "of tensors never needs (nothing was executed)"
+        )
+    if well_formed and (found := _UNSUPPORTED_OPCODE.search(detail)):
+        opcode = chr(int(found.group(1)))
+        return (
+            f"uses pickle opcode {opcode!r}, which torch's safe loader (weights_only=True) cannot read; "
+            "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that"
         )
     if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
         return f"truncated or damaged checkpoint ({detail[:120]})"
@@ -65,8 +72,8 @@ def load_tensors_safely(path: Path) -> object:
     except PickleProblem as exc:
         raise ConvertError(path, f"refused: {exc}") from None
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, IndexError, KeyError):
-        protocol = 2  # not readable as a checkpoint: torch.load below says how
-    if protocol not in SAFE_PROTOCOLS:
+        protocol = None  # no well-formed pickle: torch.load below says how it is damaged
+    if protocol is not None and protocol not in SAFE_PROTOCOLS:
         raise ConvertError(
             path,
             f"saved with pickle protocol {protocol}, which torch's safe loader (weights_only=True) cannot read; "
@@ -78,7 +85,7 @@ def load_tensors_safely(path: Path) -> object:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise ConvertError(path, _describe_load_failure(exc)) from None
+        raise ConvertError(path, _describe_load_failure(exc, well_formed=protocol is not None)) from None
     except (RecursionError, MemoryError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
         raise ConvertError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
