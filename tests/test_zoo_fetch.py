@@ -1,12 +1,17 @@
-"""`regnet-convert zoo`: list, and fetch from a local HTTP server (success, resume, 404, corruption)."""
+"""`regnet-convert zoo`: list, and fetch from a local HTTP server (success, resume, 404, corruption, output-side
+failures that keep the download, complete and oversized `.part` files, the per-user folder, SIGTERM)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
-import json
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,21 +21,28 @@ from conftest import probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
+from regnet_convert import zoo_cli
 from regnet_convert.cli_convert import main
-from regnet_convert.manifest import checkpoints_dir
+from regnet_convert.download import download
+from regnet_convert.errors import ConvertError
+from regnet_convert.manifest import zoo_entries
 
 ZOO_PATH = "dds_baselines/160905981/RegNetX-200MF_dds_8gpu.pyth"
+DOWNLOAD = "RegNetX-200MF_dds_8gpu.pyth"
 
 
 class ZooServer(http.server.BaseHTTPRequestHandler):
-    """Serves files under `root`, honouring Range; can cut the first response short or corrupt bytes."""
+    """Serves files under `root`, honouring Range; can cut the first response short, drip or corrupt bytes."""
 
     root: Path
     cut_after: int | None = None
     corrupt = False
+    drip = False  # one byte per 0.2 s
     ranges: ClassVar[list[str]] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
+        type(self).requests.append(self.path)
         path = self.root / self.path.lstrip("/")
         if not path.is_file():
             self.send_error(404, "Not Found")
@@ -48,12 +60,24 @@ class ZooServer(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if self.drip:
+            self.drip_body(data[start:])
+            return
         if self.cut_after is not None:
             self.wfile.write(data[start : start + self.cut_after])
             type(self).cut_after = None  # only the first response is cut
             self.close_connection = True
             return
         self.wfile.write(data[start:])
+
+    def drip_body(self, data: bytes) -> None:
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
 
     def log_message(self, *args) -> None:
         pass
@@ -68,10 +92,9 @@ def zoo(tmp_path, monkeypatch):
     shutil.move(save_genuine_checkpoint(reference, tmp_path / "train"), served)
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
-    shutil.copy(checkpoints_dir() / "zoo.json", checkpoints / "zoo.json")
     monkeypatch.setenv("REGNET_CHECKPOINTS", str(checkpoints))
     monkeypatch.setenv("REGNET_CACHE", str(tmp_path / "cache"))
-    handler = type("Handler", (ZooServer,), {"root": tmp_path / "www", "ranges": []})
+    handler = type("Handler", (ZooServer,), {"root": tmp_path / "www", "ranges": [], "requests": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield {
@@ -85,18 +108,39 @@ def zoo(tmp_path, monkeypatch):
     server.shutdown()
 
 
-def fetch(runner, zoo, *names):
-    return runner.invoke(main, ["zoo", "fetch", *names, "--mirror", zoo["mirror"], "--quiet"])
+def fetch(runner, zoo, *args):
+    return runner.invoke(main, ["zoo", "fetch", *args, "--mirror", zoo["mirror"], "--quiet"])
+
+
+def one_error_line(result) -> str:
+    """The refusal contract in-process: exit 2 and one `error: ` line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def known_size(zoo, monkeypatch):
+    """The manifest entry of regnetx_200mf with the served file's size and sha256 recorded."""
+    served = zoo["served"].read_bytes()
+    entries = dict(zoo_entries())
+    entries["regnetx_200mf"] = dataclasses.replace(
+        entries["regnetx_200mf"], size=len(served), sha256=hashlib.sha256(served).hexdigest()
+    )
+    monkeypatch.setattr(zoo_cli, "zoo_entries", lambda: entries)
+    return entries["regnetx_200mf"]
 
 
 def test_fetch_downloads_converts_and_lists(runner, zoo):
     result = fetch(runner, zoo, "RegNetX-200MF")
     assert result.exit_code == 0, result.output
-    converted = regnet.load(zoo["checkpoints"] / "regnetx_200mf.safetensors")
+    output = zoo["checkpoints"] / "regnetx_200mf.safetensors"
+    assert result.stdout == f"regnetx_200mf: {output}\n"  # where it went, even with --quiet
+    converted = regnet.load(output)
     x = probe_input()
     with torch.inference_mode():
         assert torch.equal(converted(x), zoo["reference"](x))
-    assert sorted(p.name for p in zoo["cache"].iterdir()) == ["RegNetX-200MF_dds_8gpu.pyth"]
+    assert sorted(p.name for p in zoo["cache"].iterdir()) == [DOWNLOAD]
     listing = runner.invoke(main, ["zoo", "list"]).output.splitlines()
     assert len(listing) == 25
     assert next(line for line in listing if line.startswith("regnetx_200mf")).endswith("yes")
@@ -104,51 +148,175 @@ def test_fetch_downloads_converts_and_lists(runner, zoo):
     assert "22.12M" in row and "78.72/94.22" in row and row.endswith("no")  # seed table numbers
     again = fetch(runner, zoo, "regnetx_200mf")
     assert again.exit_code == 0 and "already converted" in again.output
+    assert zoo["handler"].requests == [f"/{ZOO_PATH}"]  # the second fetch asked for nothing
 
 
 def test_interrupted_download_resumes(runner, zoo):
     zoo["handler"].cut_after = 100_000
     result = fetch(runner, zoo, "regnetx_200mf")
-    assert result.exit_code == 1 and "interrupted at 100000" in result.stderr and "resume" in result.stderr
-    part = zoo["cache"] / "RegNetX-200MF_dds_8gpu.pyth.part"
+    line = one_error_line(result)
+    assert "interrupted at 100000" in line and "resume" in line
+    part = zoo["cache"] / f"{DOWNLOAD}.part"
     assert part.stat().st_size == 100_000
-    assert not (zoo["cache"] / "RegNetX-200MF_dds_8gpu.pyth").exists()
+    assert not (zoo["cache"] / DOWNLOAD).exists()
     assert not (zoo["checkpoints"] / "regnetx_200mf.safetensors").exists()
 
     result = fetch(runner, zoo, "regnetx_200mf")
     assert result.exit_code == 0, result.output
     assert zoo["handler"].ranges == ["bytes=100000-"]
-    downloaded = (zoo["cache"] / "RegNetX-200MF_dds_8gpu.pyth").read_bytes()
+    downloaded = (zoo["cache"] / DOWNLOAD).read_bytes()
     assert downloaded == zoo["served"].read_bytes() and not part.exists()
     assert (zoo["checkpoints"] / "regnetx_200mf.safetensors").exists()
 
 
 def test_missing_file_404(runner, zoo):
-    result = fetch(runner, zoo, "regnety_200mf")
-    assert result.exit_code == 1 and "HTTP 404" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    line = one_error_line(fetch(runner, zoo, "regnety_200mf"))
+    assert "HTTP 404" in line and "RegNetY-200MF" in line
     assert not zoo["cache"].exists() or not list(zoo["cache"].iterdir())
-    assert sorted(p.name for p in zoo["checkpoints"].iterdir()) == ["zoo.json"]
+    assert not list(zoo["checkpoints"].iterdir())
 
 
-def test_corrupted_download_with_known_sha256(runner, zoo):
-    manifest = json.loads((zoo["checkpoints"] / "zoo.json").read_text())
-    entry = next(m for m in manifest["models"] if m["name"] == "regnetx_200mf")
-    entry["sha256"] = hashlib.sha256(zoo["served"].read_bytes()).hexdigest()
-    entry["size"] = zoo["served"].stat().st_size
-    (zoo["checkpoints"] / "zoo.json").write_text(json.dumps(manifest))
+def test_corrupted_download_with_known_sha256(runner, zoo, known_size):
     zoo["handler"].corrupt = True
-    result = fetch(runner, zoo, "regnetx_200mf")
-    assert result.exit_code == 1 and "corrupted download: sha256" in result.stderr
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "corrupted download: sha256" in line and "run again" in line
     assert not list(zoo["cache"].iterdir())
-    assert sorted(p.name for p in zoo["checkpoints"].iterdir()) == ["zoo.json"]
+    assert not list(zoo["checkpoints"].iterdir())
 
 
 def test_corrupted_download_without_checksum_is_caught_by_conversion(runner, zoo):
     zoo["handler"].corrupt = True
-    result = fetch(runner, zoo, "regnetx_200mf")
-    assert result.exit_code == 1 and "RegNetX-200MF_dds_8gpu.pyth" in result.stderr
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert DOWNLOAD in line and "the download was removed" in line
     assert not list(zoo["cache"].iterdir())  # the bad file is not kept for reuse
-    assert sorted(p.name for p in zoo["checkpoints"].iterdir()) == ["zoo.json"]
+    assert not list(zoo["checkpoints"].iterdir())
+
+
+def test_output_failure_during_conversion_keeps_the_download(runner, zoo, monkeypatch):
+    def disk_full(output, *args, **kwargs):
+        raise ConvertError(output, "writing failed (No space left on device); nothing was written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("regnet_convert.convert.write_converted", disk_full)
+        line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "regnetx_200mf.safetensors: writing failed" in line
+    assert (zoo["cache"] / DOWNLOAD).read_bytes() == zoo["served"].read_bytes()  # 1.2 GB need not come again
+    assert fetch(runner, zoo, "regnetx_200mf").exit_code == 0
+    assert zoo["handler"].requests == [f"/{ZOO_PATH}"]
+
+
+def test_output_checked_before_downloading(runner, zoo, monkeypatch):
+    monkeypatch.setenv("REGNET_CHECKPOINTS", str(zoo["checkpoints"] / "missing"))
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "REGNET_CHECKPOINTS" in line and "missing: does not exist" in line
+    assert zoo["handler"].requests == []
+
+
+def test_unwritable_cache_is_refused_before_downloading(runner, zoo, monkeypatch):
+    monkeypatch.setattr(zoo_cli.os, "access", lambda path, mode: Path(path) != zoo["cache"])  # as root, chmod can't
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert f"REGNET_CACHE {zoo['cache']}: cannot be written (permission denied)" in line
+    assert zoo["handler"].requests == []
+
+
+def test_complete_part_of_known_size_is_verified_without_a_request(runner, zoo, known_size):
+    part = zoo["cache"] / f"{DOWNLOAD}.part"
+    part.parent.mkdir()
+    shutil.copy(zoo["served"], part)
+    result = fetch(runner, zoo, "regnetx_200mf")
+    assert result.exit_code == 0, result.output
+    assert zoo["handler"].requests == [] and not part.exists()
+    assert (zoo["cache"] / DOWNLOAD).read_bytes() == zoo["served"].read_bytes()
+
+
+def test_oversized_part_is_discarded_and_the_download_restarts(runner, zoo, known_size):
+    part = zoo["cache"] / f"{DOWNLOAD}.part"
+    part.parent.mkdir()
+    part.write_bytes(zoo["served"].read_bytes() + b"trailing garbage")
+    result = fetch(runner, zoo, "regnetx_200mf")
+    assert result.exit_code == 0, result.output
+    assert zoo["handler"].ranges == [] and zoo["handler"].requests == [f"/{ZOO_PATH}"]
+    assert (zoo["cache"] / DOWNLOAD).read_bytes() == zoo["served"].read_bytes()
+
+
+def test_complete_part_of_unknown_size_is_recognised_from_416(runner, zoo):
+    class Refusing(zoo["handler"]):
+        def do_GET(self) -> None:
+            type(self).requests.append(self.path)
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{self.root.joinpath(ZOO_PATH).stat().st_size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    part = zoo["cache"] / f"{DOWNLOAD}.part"
+    part.parent.mkdir()
+    shutil.copy(zoo["served"], part)
+    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    result = runner.invoke(main, ["zoo", "fetch", "regnetx_200mf", "--mirror", mirror, "-q"])
+    server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert Refusing.requests == [f"/{ZOO_PATH}"] and not part.exists()
+    assert (zoo["checkpoints"] / "regnetx_200mf.safetensors").exists()
+
+
+def test_size_limit_without_any_announced_size(tmp_path, zoo):
+    destination = tmp_path / "file.pyth"
+    url = f"file://{zoo['served']}"  # a file:// response announces its size: a tight max_size still applies
+    with pytest.raises(ConvertError, match=r"announces .* more than the 1,000 allowed"):
+        download(url, destination, quiet=True, max_size=1000)
+    assert not list(tmp_path.glob("file.pyth*"))
+
+
+def test_default_per_user_folder_is_created(runner, zoo, tmp_path, monkeypatch):
+    monkeypatch.delenv("REGNET_CHECKPOINTS")
+    monkeypatch.delenv("REGNET_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "www")  # no ./checkpoints here
+    result = fetch(runner, zoo, "regnetx_200mf")
+    assert result.exit_code == 0, result.output
+    output = tmp_path / "home/.cache/regnet-convert/checkpoints/regnetx_200mf.safetensors"
+    assert result.stdout == f"regnetx_200mf: {output}\n" and regnet.read_metadata(output).model == "regnetx_200mf"
+    assert (tmp_path / "home/.cache/regnet-convert" / DOWNLOAD).exists()
+
+
+def test_sigterm_during_download_leaves_only_the_part(zoo, tmp_path):
+    zoo["handler"].drip = True
+    command = [sys.executable, "-m", "regnet_convert.cli_convert", "zoo", "fetch", "regnetx_200mf"]
+    child = subprocess.Popen(
+        [*command, "--mirror", zoo["mirror"], "-q"], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    part = zoo["cache"] / f"{DOWNLOAD}.part"
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 128 + signal.SIGTERM and "terminated by SIGTERM" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in zoo["cache"].iterdir()) == [f"{DOWNLOAD}.part"]
+    assert part.stat().st_size > 0 and not list(zoo["checkpoints"].iterdir())
+
+
+def test_list_without_a_usable_checkpoints_folder(runner, zoo, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    for folder in [tmp_path / "a-file", tmp_path / "missing", tmp_path / "www"]:
+        monkeypatch.setenv("REGNET_CHECKPOINTS", str(folder))
+        result = runner.invoke(main, ["zoo", "list"])
+        assert result.exit_code == 0 and not result.stderr, result.output
+        assert len(result.stdout.splitlines()) == 25 and all(
+            line.endswith("no") for line in result.stdout.splitlines()[1:]
+        )
+
+
+def test_list_marks_an_unreadable_folder(runner, zoo, monkeypatch):
+    def denied(self) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    result = runner.invoke(main, ["zoo", "list"])
+    assert result.exit_code == 0 and all(line.endswith("?") for line in result.stdout.splitlines()[1:])
 
 
 def test_fetch_needs_names(runner):
