@@ -61,7 +61,7 @@ def _describe_load_failure(exc: Exception, well_formed: bool) -> str:
         )
     if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
         return f"truncated or damaged checkpoint ({detail[:120]})"
-    return f"not a PyTorch checkpoint ({type(exc).__name__}: {detail[:120]})"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}{': ' + detail[:120] if detail else ''})"
 
 
 def load_tensors_safely(path: Path) -> object:
@@ -80,6 +80,9 @@ def load_tensors_safely(path: Path) -> object:
             "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that",
         )
     is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04" and not is_zip:
+            raise ConvertError(path, "truncated or damaged checkpoint (its zip archive has no central directory)")
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
             warnings.simplefilter("ignore")
