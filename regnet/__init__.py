@@ -26,5 +26,5 @@ __all__ = [
 
 
 def create_model(name: str, num_classes: int = 1000) -> RegNet:
-    """A zoo RegNet (`regnetx_4.0gf` or `RegNetX-4.0GF`) with freshly initialised weights."""
-    return RegNet(zoo_config(name, num_classes))
+    """A zoo RegNet (`regnetx_4.0gf` or `RegNetX-4.0GF`) with pycls's weight initialisation, in train mode."""
+    return RegNet(zoo_config(name, num_classes)).init_weights()

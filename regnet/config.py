@@ -69,10 +69,6 @@ class RegNetConfig:
             w_in = stage.width
         return count
 
-    def with_classes(self, num_classes: int) -> RegNetConfig:
-        """The same network with another number of classes."""
-        return RegNetConfig(**{**self._fields(), "num_classes": num_classes})
-
     def with_name(self, name: str | None) -> RegNetConfig:
         """The same network under another name."""
         return RegNetConfig(**{**self._fields(), "name": name})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -104,13 +106,28 @@ class Head(nn.Module):
     def __init__(self, w_in: int, num_classes: int) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(w_in, num_classes)
+        self.fc: nn.Module = nn.Linear(w_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(x), 1))
 
     def complexity(self, cx: Complexity) -> None:
-        cx.linear(self.fc)
+        if isinstance(self.fc, nn.Linear):
+            cx.linear(self.fc)
+
+
+@torch.no_grad()
+def init_pycls_weights(module: nn.Module) -> None:
+    """pycls 0.1.1's `init_weights` for one module (SE convolution biases keep PyTorch's default)."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+        module.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+    elif isinstance(module, nn.BatchNorm2d):
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    elif isinstance(module, nn.Linear):
+        module.weight.normal_(0.0, 0.01)
+        module.bias.zero_()
 
 
 class RegNet(nn.Module):
@@ -136,8 +153,30 @@ class RegNet(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map (N, width, H/32, W/32): the backbone's output."""
+        return self.stages(self.stem(x))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify `forward_features`' output; `pre_logits` stops after pooling."""
+        pooled = torch.flatten(self.head.pool(features), 1)
+        return pooled if pre_logits else self.head.fc(pooled)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for `num_classes` (0: none, the model returns pooled features), pycls-initialised."""
+        width = self.head.fc.in_features
+        self.head.fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            init_pycls_weights(self.head.fc)
+            self.config = replace(self.config, num_classes=num_classes)
+
+    def init_weights(self) -> RegNet:
+        """pycls's initialisation: He-normal (fan-out) convolutions, unit BN, N(0, 0.01) classifier."""
+        self.apply(init_pycls_weights)
+        return self
 
     def complexity(self, resolution: int = 224) -> dict[str, int]:
         """Params, flops (multiply-adds) and activations for a square input, as pycls counts them."""

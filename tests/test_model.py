@@ -75,3 +75,32 @@ def test_invalid_designs_are_rejected():
 def test_config_round_trips_through_dict():
     config = regnet.zoo_config("regnety_4.0gf", num_classes=10)
     assert RegNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_create_model_uses_pycls_initialisation():
+    """pycls's own `init_weights`, applied to our modules with the same seed, gives the very same tensors."""
+    from pycls.core.net import init_weights
+
+    torch.manual_seed(7)
+    ours = regnet.create_model("regnety_400mf")
+    torch.manual_seed(7)
+    theirs = regnet.RegNet(regnet.zoo_config("regnety_400mf"))
+    theirs.apply(init_weights)
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert ours.training  # a fresh model is for training
+
+
+def test_backbone_api():
+    model = regnet.create_model("regnetx_200mf").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        features = model.forward_features(x)
+        assert features.shape == (2, 368, 2, 2)
+        assert torch.equal(model.forward_head(features), model(x))
+        assert model.forward_head(features, pre_logits=True).shape == (2, 368)
+    model.reset_classifier(10)
+    assert model(x).shape == (2, 10) and model.config.num_classes == 10
+    assert float(model.head.fc.bias.abs().max()) == 0.0
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 368)
