@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from regnet_convert.imagenet import Sample
-from regnet_convert.preprocess import ImageDecodeError, load_crop, to_chw_tensor
+from regnet_convert.preprocess import RESIZE_DTYPES, ImageDecodeError, load_crop, to_chw_tensor
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class CropSettings:
 
 
 class ValidationImages(Dataset):
-    """uint8 CHW crops with their labels; an undecodable image yields its error instead of raising."""
+    """CHW crops (uint8 for mmcls, float32 for pycls) with their labels; an undecodable image yields its error."""
 
     def __init__(self, samples: list[Sample], settings: CropSettings) -> None:
         self.samples = samples
@@ -31,13 +32,17 @@ class ValidationImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def placeholder(self) -> np.ndarray:
+        """Zeros in place of an undecodable image's crop, of the crops' shape and dtype (the batch must stack)."""
+        return np.zeros((3, self.settings.crop, self.settings.crop), RESIZE_DTYPES[self.settings.preset])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
         path, label = self.samples[index]
         s = self.settings
         try:
             crop = load_crop(path, resize=s.resize, crop=s.crop, preset=s.preset)
         except ImageDecodeError as error:
-            return torch.zeros(3, s.crop, s.crop, dtype=torch.uint8), label, index, str(error)
+            return torch.from_numpy(self.placeholder()), label, index, str(error)
         return to_chw_tensor(crop, s.channel_order), label, index, ""
 
 

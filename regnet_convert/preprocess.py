@@ -1,32 +1,46 @@
-"""ImageNet test-time preprocessing, bit-exact with the pycls and mmclassification OpenCV pipelines.
+"""ImageNet test-time preprocessing, bit-exact with the pycls 0.1.1 and mmclassification OpenCV pipelines.
 
 Both decode with OpenCV in colour mode (uint8 HxWx3 BGR: grey expanded, alpha dropped, EXIF orientation
-applied), resize the short side to 256 with `cv2.resize` INTER_LINEAR on the uint8 image (skipped when it
-already is 256) and cut the centre 224x224. The presets differ only in their arithmetic:
+applied), resize the short side to 256 with `cv2.resize` INTER_LINEAR (skipped when it already is 256) and
+cut the centre 224x224. The presets differ in the resize's arithmetic and in their rounding:
 
-- pycls: long side floor(long / short * 256), crop origin ceil((size - 224) / 2);
-- mmcls: long side int(256 * long / short), crop origin round((size - 224) / 2), halves to even.
+- pycls: resizes a float32 image (its loader converts imread's uint8 first), so the crop is float32 and
+  unrounded; long side floor(long / short * 256), crop origin ceil((size - 224) / 2);
+- mmcls: resizes the uint8 image (OpenCV's fixed-point INTER_LINEAR, rounded to uint8); long side
+  int(256 * long / short), crop origin round((size - 224) / 2), halves to even.
 
 The long sides never differ for a short side of 256: scaling by a power of two is exact in binary floating
 point, so both formulas round the same quotient. For other sizes they can (short 224: a 28x61 image becomes
 224x487 in pycls, 224x488 in mmcls). The crop origins differ by one pixel when (size - 224) / 2 ends in .5
 with an even floor, as for ImageNet's most common 500x375, resized to 341x256.
 
-Normalisation happens later, on the batch (`normalize`), so that workers ship uint8 crops.
+Normalisation happens later, on the batch (`normalize`), so that workers ship the crops as they are: uint8
+for mmcls, float32 for pycls (whose float32 arithmetic `normalize` repeats step for step).
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
+MAX_FILE_BYTES = 64 << 20  # ImageNet's largest validation JPEG is a few MB
+MAX_PIXELS = 1 << 26  # 67 megapixels, 192 MiB decoded; ImageNet's largest image has about 20
+MAX_ASPECT_RATIO = 64  # resized to a short side of 256, the long side stays under 16,384 pixels
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))  # OpenCV's own guard, read at import
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # decoder warnings would bypass our one-line errors
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 PRESETS = ("mmcls", "pycls")
+RESIZE_DTYPES = {"mmcls": np.dtype(np.uint8), "pycls": np.dtype(np.float32)}  # what each preset resizes and crops
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compare lower-cased
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
@@ -47,6 +61,12 @@ class ImageDecodeError(ValueError):
 def _check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ValueError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
+
+
+def arithmetic(preset: str) -> str:
+    """What the preset's resize computes in, for reports: "float32 resize" (pycls) or "uint8 resize" (mmcls)."""
+    _check_preset(preset)
+    return f"{RESIZE_DTYPES[preset].name} resize"
 
 
 def resized_size(h: int, w: int, short: int, preset: str) -> tuple[int, int]:
@@ -91,6 +111,39 @@ def _jpeg_is_complete(raw: bytes) -> bool:
             position += 2 + int.from_bytes(raw[position + 2 : position + 4], "big")
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; ImageDecodeError for a file over MAX_FILE_BYTES (or not a regular file)."""
+    if not path.is_file():  # a FIFO would block the reader
+        raise ImageDecodeError(path, "not a regular file")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ImageDecodeError(path, f"over {MAX_FILE_BYTES >> 20} MB, too large for a validation image")
+    return raw
+
+
+def _check_dimensions(path: str | Path, raw: bytes) -> None:
+    """Refuse, from the header alone, images over the pixel budget or with an absurd aspect ratio.
+
+    Pillow reads the size without decoding; files Pillow cannot parse are left to OpenCV, whose own pixel
+    limit is set to the same budget.
+    """
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as image:
+            warnings.simplefilter("ignore")
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(path, f"is over the budget of {MAX_PIXELS:,} pixels") from None
+    except Exception:  # any other parser complaint: OpenCV decides below
+        return
+    if width < 1 or height < 1:
+        raise ImageDecodeError(path, f"has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(path, f"{width}x{height} pixels is over the budget of {MAX_PIXELS:,} pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageDecodeError(path, f"{width}x{height} has an aspect ratio over {MAX_ASPECT_RATIO}:1")
+
+
 def decode_bgr(path: str | Path) -> np.ndarray:
     """uint8 HxWx3 BGR, as pycls's `cv2.imread(path, cv2.IMREAD_COLOR)` gives; ImageDecodeError when impossible.
 
@@ -101,11 +154,12 @@ def decode_bgr(path: str | Path) -> np.ndarray:
     EXIF orientation is 5 to 8 (imdecode returns the rotated image, so do we).
     """
     try:
-        raw = Path(path).read_bytes()
+        raw = _read_bounded(Path(path))
     except OSError as error:
         raise ImageDecodeError(path, f"cannot read the file ({error.strerror or error})") from None
     if not raw:
         raise ImageDecodeError(path, "empty file")
+    _check_dimensions(path, raw)
     if raw.startswith(_JPEG_START) and not _jpeg_is_complete(raw):
         raise ImageDecodeError(path, "truncated JPEG (no end-of-image marker)")
     try:
@@ -129,41 +183,57 @@ def _opencv_single_threaded() -> None:
     cv2.setNumThreads(1)
 
 
+def in_resize_dtype(image: np.ndarray, preset: str) -> np.ndarray:
+    """`image` as the preset resizes it: float32 for pycls (as its loader's `astype`), unchanged uint8 for mmcls."""
+    return image.astype(RESIZE_DTYPES[preset], copy=False)
+
+
 def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: str = "mmcls") -> np.ndarray:
     """Resize the short side to `resize` (unless it already is) and cut the centre crop x crop.
 
-    Returns a view into the resized image: `to_chw_tensor` makes the one copy the hot path needs.
+    The resize runs in the preset's dtype (`RESIZE_DTYPES`), and so is the crop. It is a view into the resized
+    image (`to_chw_tensor` makes the one copy the hot path needs), except for an unresized image in pycls's
+    float32: only the crop is converted, which gives the same values as converting the whole image first.
     """
     _check_preset(preset)
     h, w = image.shape[:2]
     if min(h, w) != resize:
         h, w = resized_size(h, w, resize, preset)
         _opencv_single_threaded()
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(in_resize_dtype(image, preset), (w, h), interpolation=cv2.INTER_LINEAR)
     if h < crop or w < crop:
         raise ValueError(f"a {h}x{w} image (after resizing to {resize}) cannot be centre-cropped to {crop}x{crop}")
     y, x = crop_origin(h, w, crop, preset)
-    return image[y : y + crop, x : x + crop]
+    return in_resize_dtype(image[y : y + crop, x : x + crop], preset)
 
 
 def load_crop(path: str | Path, resize: int = 256, crop: int = 224, preset: str = "mmcls") -> np.ndarray:
-    """Decode, resize and centre-crop: the uint8 crop x crop x 3 BGR network input (a view, see `center_crop`)."""
+    """Decode, resize and centre-crop: the crop x crop x 3 BGR network input before normalisation.
+
+    uint8 for mmcls, float32 for pycls (see `center_crop`).
+    """
     return center_crop(decode_bgr(path), resize, crop, preset)
 
 
 def to_chw_tensor(crop: np.ndarray, channel_order: str = "BGR") -> torch.Tensor:
-    """A uint8 CHW tensor of an HWC BGR crop, its channels reversed when the network takes RGB."""
+    """A contiguous CHW tensor of an HWC BGR crop, of the crop's dtype, its channels reversed for an RGB network."""
     if channel_order not in ("BGR", "RGB"):
         raise ValueError(f"unknown channel order {channel_order!r}; choose BGR or RGB")
     chw = crop.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(chw[::-1] if channel_order == "RGB" else chw))
 
 
-def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """float32 NCHW (x / 255 - mean) / std, on the batch's device; mean and std on a 0..1 scale, in its channel order.
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """float32 NCHW (x / 255 - mean) / std of a uint8 or float32 batch, on its device (0..1 scale, its channel order).
 
-    The same float32 operations as pycls's `color_norm`, so the result is bit-identical to it.
+    The same three correctly rounded float32 operations as pycls's `im / 255.0` and `color_norm` (subtract, then
+    divide, per channel): the result is bit-identical to pycls's network input. The divisor 255 is a tensor on the
+    batch's device because CUDA multiplies by the reciprocal of a Python-number divisor (not always the same bits).
+    One new tensor (uint8 promotes to float32 in the division), the rest in place: on a CPU a batch-sized
+    allocation costs more than the arithmetic.
     """
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=batch_uint8.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=batch_uint8.device).view(1, -1, 1, 1)
-    return (batch_uint8.float() / 255 - mean_t) / std_t
+    device = batch.device
+    scale = torch.tensor(255.0, dtype=torch.float32, device=device)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (batch / scale).sub_(mean_t).div_(std_t)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from regnet_convert.atomic import atomic_output
 from regnet_convert.evaluate import Counts
 from regnet_convert.imagenet import FULL_VALIDATION_SET
 from regnet_convert.manifest import Accuracy, ZooEntry
+from regnet_convert.preprocess import arithmetic
 
 # which published numbers each preprocessing preset reproduces
 PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
@@ -33,6 +35,12 @@ class ValidationResult:
     wall_seconds: float
     demo: bool = False
     zoo: ZooEntry | None = None
+    weights_dtype: str = "float32"
+
+    @property
+    def computed_in(self) -> str:
+        """The arithmetic of the forward pass: float32, or the --amp autocast dtype."""
+        return "float32" if self.amp == "off" else f"{self.amp} autocast (float32 weights)"
 
     @property
     def top1(self) -> float:
@@ -90,9 +98,11 @@ class ValidationResult:
     def table(self) -> str:
         lines = [
             f"model       {self.model}   weights {self.weights}",
-            f"setup       preprocess {self.preprocess}, {self.channel_order} input, amp {self.amp}, "
+            f"setup       preprocess {self.preprocess} ({arithmetic(self.preprocess)}), {self.channel_order} input, "
+            f"amp {self.amp}, "
             f"{'fast path' if self.fast else 'reference path'}, "
             f"{self.device} x{self.world_size}",
+            f"precision   weights stored as {self.weights_dtype}, computed in {self.computed_in}",
             f"{'':24}{'top-1':>8}{'top-5':>8}{'Δtop-1':>9}{'Δtop-5':>9}",
             f"{'measured':24}{self.top1:8.2f}{self.top5:8.2f}",
         ]
@@ -128,8 +138,11 @@ class ValidationResult:
             "passed": self.passed,
             "verdict": self.verdict(),
             "preprocess": self.preprocess,
+            "preprocess_arithmetic": arithmetic(self.preprocess),
             "channel_order": self.channel_order,
             "amp": self.amp,
+            "weights_dtype": self.weights_dtype,
+            "computed_in": self.computed_in,
             "fast": self.fast,
             "device": self.device,
             "world_size": self.world_size,
@@ -138,7 +151,7 @@ class ValidationResult:
         }
 
 
-def write_json(path: Path, record: dict) -> None:
-    """Write `record` atomically (a temporary file renamed into place)."""
-    with atomic_output(path, force=True) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+def write_json(path: Path, record: dict, inputs: Iterable[Path] = ()) -> None:
+    """Write `record` atomically (a temporary file renamed into place), never over one of `inputs`."""
+    with atomic_output(path, True, inputs, label="--json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")

@@ -1,49 +1,71 @@
-"""The reference preprocessing pipelines, written straight from their description with OpenCV."""
+"""The reference preprocessing pipelines: pycls 0.1.1's own test loader, and mmclassification's steps in OpenCV."""
 
 from __future__ import annotations
 
-import math
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+from pycls.core.config import reset_cfg
+from pycls.datasets import imagenet as pycls_imagenet
+from pycls.datasets import transforms as pycls_transforms
+from pycls.datasets.imagenet import ImageNet
 
-PYCLS_MEAN, PYCLS_STD = [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]  # BGR order, 0..1 scale
+PYCLS_MEAN, PYCLS_STD = pycls_imagenet._MEAN, pycls_imagenet._SD  # pycls's own: BGR order, 0..1 scale
 MMCLS_MEAN, MMCLS_STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]  # BGR order, 0..255 scale
+PYCLS_CLASS = "n00000000"  # the one class folder of `pycls_val_set`
 
 
 def reference_crop(path: Path, preset: str, size: int = 256, crop: int = 224) -> np.ndarray:
-    """The oracle: each reference's steps as described (pycls: imread; mmcls: imdecode), written out plainly."""
+    """The oracle's HWC BGR crop before normalisation.
+
+    pycls: its `ImageNet.__getitem__`'s imread and float32 `astype`, then its own `transforms.scale` and
+    `transforms.center_crop` (float32); mmcls: imdecode, uint8 resize and crop, written out plainly (uint8).
+    """
     if preset == "pycls":
-        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    else:
-        im = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        im = cv2.imread(str(path)).astype(np.float32, copy=False)
+        return pycls_transforms.center_crop(crop, pycls_transforms.scale(size, im))
+    im = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     h, w = im.shape[:2]
     if not ((w <= h and w == size) or (h <= w and h == size)):
-        if preset == "pycls":
-            if w < h:
-                new_w, new_h = size, math.floor(h / w * size)
-            else:
-                new_h, new_w = size, math.floor(w / h * size)
+        if w < h:
+            new_w, new_h = size, int(size * h / w)
         else:
-            if w < h:
-                new_w, new_h = size, int(size * h / w)
-            else:
-                new_h, new_w = size, int(size * w / h)
+            new_h, new_w = size, int(size * w / h)
         im = cv2.resize(im, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     h, w = im.shape[:2]
-    if preset == "pycls":
-        y, x = math.ceil((h - crop) / 2), math.ceil((w - crop) / 2)
-    else:
-        y, x = round((h - crop) / 2), round((w - crop) / 2)  # Python 3: an int, halves to even
+    y, x = round((h - crop) / 2), round((w - crop) / 2)  # Python 3: an int, halves to even
     return im[y : y + crop, x : x + crop]
+
+
+def pycls_test_input(im: np.ndarray) -> np.ndarray:
+    """pycls's own `ImageNet._prepare_im`, test branch, on an HWC float32 image: its float32 CHW network input."""
+    reset_cfg()  # pycls's test pipeline at its defaults (TEST.IM_SIZE 256, TRAIN.IM_SIZE 224)
+    loader = ImageNet.__new__(ImageNet)  # the method needs only the split, not a dataset folder
+    loader._split = "val"
+    return loader._prepare_im(im)
 
 
 def reference_input(path: Path, preset: str) -> np.ndarray:
     """The float32 CHW network input each reference feeds (BGR, normalised its own way)."""
-    im = reference_crop(path, preset).astype(np.float32)
     if preset == "pycls":
-        im = (im / 255 - np.array(PYCLS_MEAN, np.float32)) / np.array(PYCLS_STD, np.float32)
-    else:
-        im = (im - np.array(MMCLS_MEAN, np.float32)) / np.array(MMCLS_STD, np.float32)
+        return pycls_test_input(cv2.imread(str(path)).astype(np.float32, copy=False))
+    im = reference_crop(path, preset).astype(np.float32)
+    im = (im - np.array(MMCLS_MEAN, np.float32)) / np.array(MMCLS_STD, np.float32)
     return np.ascontiguousarray(im.transpose(2, 0, 1))
+
+
+def pycls_val_set(paths: list[Path], root: Path) -> tuple[ImageNet, list[int]]:
+    """pycls's own ImageNet val dataset over `paths` (linked into one class folder), and each path's index in it.
+
+    Its items are exactly what pycls's test loop feeds the network: `__getitem__` end to end.
+    """
+    reset_cfg()
+    folder = root / "val" / PYCLS_CLASS
+    folder.mkdir(parents=True)
+    for path in paths:
+        (folder / path.name).symlink_to(path.resolve())
+    dataset = ImageNet(str(root), "val")
+    position = {os.path.basename(item["im_path"]): i for i, item in enumerate(dataset._imdb)}
+    return dataset, [position[path.name] for path in paths]

@@ -1,6 +1,8 @@
 """End to end on real photographs: labels are what the reference predicts (pycls's model code + OpenCV).
 
-A faithful pipeline scores 100% top-1; a wrong channel order, crop offset or resize does not.
+The pycls labels come from pycls 0.1.1's own test loader (its `ImageNet` dataset: float32 resize), the mmcls
+ones from mmclassification's steps (uint8 resize). A faithful pipeline scores 100% top-1; a wrong channel
+order, crop offset or resize arithmetic does not.
 The reference is a pycls RegNetY-400MF with random weights whose BN statistics are calibrated on
 the photographs and whose classifier is whitened, so that its predictions spread over many classes
 and react to small input changes (a plain random network predicts one class for everything).
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from images import photo_set
-from opencv_reference import reference_input
+from opencv_reference import pycls_val_set, reference_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file, save_file
 
@@ -47,8 +49,12 @@ def calibrated_reference(inputs: torch.Tensor) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    photos = photo_set(root / "val", 60, short_256=True)
-    inputs = {p: torch.from_numpy(np.stack([reference_input(f, p) for f in photos])) for p in ("mmcls", "pycls")}
+    photos = photo_set(root / "val", 60, short_256=True)  # half of them resized, half already 256
+    pycls_loader, order = pycls_val_set(photos, root / "pycls")
+    inputs = {
+        "mmcls": torch.from_numpy(np.stack([reference_input(f, "mmcls") for f in photos])),
+        "pycls": torch.from_numpy(np.stack([pycls_loader[i][0] for i in order])),
+    }
     reference = calibrated_reference(inputs["mmcls"])
     with torch.inference_mode():
         ranked = {p: reference(x).argsort(1, descending=True)[:, :5] for p, x in inputs.items()}
@@ -79,6 +85,14 @@ def test_reference_predictions_are_diverse(setup):
 def test_faithful_pipeline_scores_100(runner, setup, preset):
     record = validate(runner, setup, 0, preset, "--preprocess", preset)
     assert record["images"] == 60 and record["top1"] == 100.0 and record["top5"] == 100.0
+    assert record["preprocess_arithmetic"] == {"mmcls": "uint8 resize", "pycls": "float32 resize"}[preset]
+
+
+def test_uint8_resize_misses_pycls_labels(runner, setup, monkeypatch):
+    """The old pycls preset (OpenCV's uint8 resize, pycls's sizes and rounding) is not pycls's pipeline."""
+    monkeypatch.setitem(preprocess.RESIZE_DTYPES, "pycls", np.dtype(np.uint8))
+    record = validate(runner, setup, 0, "pycls", "--preprocess", "pycls")
+    assert record["preprocess_arithmetic"] == "uint8 resize" and record["top1"] <= 90.0
 
 
 def test_labels_planted_at_rank_5(runner, setup):

@@ -1,4 +1,8 @@
-"""Preprocessing: our uint8 crops equal a direct OpenCV transcription of each reference pipeline, pixel for pixel."""
+"""Preprocessing: our crops equal each reference's pixel for pixel, and our network input pycls's bit for bit.
+
+The pycls oracle is pycls 0.1.1's own code (its `ImageNet` dataset and transforms); the mmcls one is mmcls's
+steps written out with OpenCV (`opencv_reference`).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,14 @@ import numpy as np
 import pytest
 import torch
 from images import common_size_photos, photo_set, photograph, sized_images, synthetic, variant_images, write_image
-from opencv_reference import reference_crop
+from opencv_reference import PYCLS_MEAN, PYCLS_STD, pycls_test_input, pycls_val_set, reference_crop
+from pycls.datasets.transforms import color_norm
 
+from regnet_convert.data import CropSettings, ValidationImages, make_loader
 from regnet_convert.preprocess import (
     IMAGE_EXTENSIONS,
     PRESETS,
+    RESIZE_DTYPES,
     ImageDecodeError,
     center_crop,
     crop_origin,
@@ -57,19 +64,58 @@ def named(image_files) -> dict[str, Path]:
     return {path.name: path for path in image_files}
 
 
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal dtype, shape and bytes: float32 values bit for bit (0.0 is not -0.0)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_crops_equal_the_reference_pixel_for_pixel(image_files, preset):
     assert len(image_files) > 100
-    different = [
-        p.name for p in image_files if not np.array_equal(load_crop(p, preset=preset), reference_crop(p, preset))
-    ]
+    different = [p.name for p in image_files if not same_bits(load_crop(p, preset=preset), reference_crop(p, preset))]
     assert different == []
 
 
-def test_crops_are_uint8_bgr_of_the_crop_size(image_files):
+@pytest.mark.parametrize("channel_order", ["BGR", "RGB"])
+def test_network_input_is_pycls_own_bit_for_bit(tmp_path, image_files, channel_order):
+    """Our loader's batches, normalised, are the very float32 tensors pycls 0.1.1's `ImageNet[i]` returns.
+
+    The RGB case goes through two worker processes (float32 crops through shared memory).
+    """
+    pycls_val, order = pycls_val_set(image_files, tmp_path)
+    settings = CropSettings("pycls", channel_order=channel_order)
+    samples = [(path, 0) for path in image_files]
+    flip = slice(None, None, -1 if channel_order == "RGB" else 1)  # an RGB network's mean, std and channels
+    workers = 2 if channel_order == "RGB" else 0
+    ours = []
+    for batch, _, _, _ in make_loader(samples, settings, batch_size=32, workers=workers, pin_memory=False):
+        assert batch.dtype == torch.float32
+        ours.extend(normalize(batch, PYCLS_MEAN[flip], PYCLS_STD[flip]).numpy())
+    expected = [pycls_val[i][0][flip] for i in order]
+    different = [p.name for p, x, y in zip(image_files, ours, expected, strict=True) if not same_bits(x, y)]
+    assert len(ours) == len(image_files) and different == []
+
+
+def test_crops_have_the_presets_dtype(image_files):
     for path in image_files[:5]:
-        crop = load_crop(path)
-        assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+        for preset in PRESETS:
+            crop = load_crop(path, preset=preset)
+            assert crop.shape == (224, 224, 3) and crop.dtype == RESIZE_DTYPES[preset]
+    assert (RESIZE_DTYPES["mmcls"], RESIZE_DTYPES["pycls"]) == (np.uint8, np.float32)
+
+
+def test_pycls_resizes_in_float32_not_uint8(named):
+    """pycls converts imread's uint8 to float32 before resizing: no rounding, unlike OpenCV's uint8 resize."""
+    path = named["astronaut_500x375.jpg"]
+    exact = load_crop(path, preset="pycls")
+    image = decode_bgr(path)
+    resized = cv2.resize(image, resized_size(*image.shape[:2], 256, "pycls")[::-1], interpolation=cv2.INTER_LINEAR)
+    y, x = crop_origin(*resized.shape[:2], 224, "pycls")
+    uint8 = resized[y : y + 224, x : x + 224].astype(np.float32)
+    assert (exact != np.round(exact)).mean() > 0.5  # fractions: nothing rounded
+    assert (exact != uint8).mean() > 0.5 and np.abs(exact - uint8).max() < 1
+    unresized = named["synthetic_2000x256.jpg"]  # no resize: the decoded integers, as float32
+    assert same_bits(load_crop(unresized, preset="pycls"), load_crop(unresized, preset="mmcls").astype(np.float32))
 
 
 def test_decode_equals_imread(image_files):
@@ -127,8 +173,9 @@ def test_presets_differ_in_crop_rounding(named):
     assert crop_origin(256, 341, 224, "pycls") == (16, 59)  # (341 - 224) / 2 = 58.5: ceil
     assert crop_origin(256, 341, 224, "mmcls") == (16, 58)  # 58.5: half to even
     assert crop_origin(343, 256, 224, "mmcls") == crop_origin(343, 256, 224, "pycls") == (60, 16)  # 59.5: both up
-    path = named["astronaut_500x375.jpg"]
-    pycls, mmcls = load_crop(path, preset="pycls"), load_crop(path, preset="mmcls")
+    path = named["photo_0001.JPEG"]  # 256 high, 4k + 1 wide: not resized, crop origins one column apart
+    assert decode_bgr(path).shape[0] == 256 and (decode_bgr(path).shape[1] - 224) % 4 == 1
+    pycls, mmcls = load_crop(path, preset="pycls"), load_crop(path, preset="mmcls").astype(np.float32)
     assert not np.array_equal(pycls, mmcls)
     assert np.array_equal(pycls[:, :-1], mmcls[:, 1:])  # the same picture, one column apart
 
@@ -218,23 +265,51 @@ def test_decode_error_is_one_line_and_survives_pickling():
     assert str(pickle.loads(pickle.dumps(error))) == str(error) and isinstance(error, ValueError)
 
 
-def test_channel_order():
-    crop = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)  # B, G, R per pixel
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_channel_order(dtype):
+    crop = np.arange(2 * 2 * 3, dtype=dtype).reshape(2, 2, 3)  # B, G, R per pixel
     bgr, rgb = to_chw_tensor(crop, "BGR"), to_chw_tensor(crop, "RGB")
-    assert bgr.dtype == torch.uint8 and bgr.shape == (3, 2, 2) and bgr.is_contiguous() and rgb.is_contiguous()
+    assert bgr.numpy().dtype == rgb.numpy().dtype == dtype
+    assert bgr.shape == (3, 2, 2) and bgr.is_contiguous() and rgb.is_contiguous()
     assert bgr[:, 1, 0].tolist() == [6, 7, 8] and rgb[:, 1, 0].tolist() == [8, 7, 6]
     with pytest.raises(ValueError, match="channel order"):
         to_chw_tensor(crop, "rgb")
 
 
-def test_normalize_is_pycls_color_norm():
-    """Bit for bit pycls's float32 `im / 255`, then `(im[c] - mean[c]) / std[c]` per channel."""
-    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7), dtype=np.uint8))
-    mean, std = (0.406, 0.456, 0.485), (0.225, 0.224, 0.229)
-    expected = batch.numpy().astype(np.float32) / 255
-    for c in range(3):
-        expected[:, c] = (expected[:, c] - mean[c]) / std[c]
-    out = normalize(batch, mean, std)
-    assert out.dtype == torch.float32 and out.shape == (2, 3, 5, 7)
-    assert np.array_equal(out.numpy(), expected)
-    assert out[1, 2, 4, 6].item() == pytest.approx((int(batch[1, 2, 4, 6]) / 255 - 0.485) / 0.229, abs=1e-6)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_normalize_is_pycls_color_norm(device):
+    """Bit for bit pycls's float32 `im / 255.0` then its own `color_norm`, for uint8 and float32 (resized) crops."""
+    rng = np.random.default_rng(0)
+    batches = {
+        "uint8": rng.integers(0, 256, (4, 3, 9, 11), dtype=np.uint8),
+        "float32": np.concatenate([rng.uniform(0, 255, (3, 3, 9, 11)), np.zeros((1, 3, 9, 11))]).astype(np.float32),
+    }
+    for name, batch in batches.items():
+        given = batch.copy()
+        out = normalize(torch.from_numpy(batch).to(device), PYCLS_MEAN, PYCLS_STD).cpu().numpy()
+        expected = np.stack([color_norm(im.astype(np.float32) / 255.0, PYCLS_MEAN, PYCLS_STD) for im in batch])
+        assert out.dtype == np.float32 and same_bits(out, expected), name
+        assert same_bits(batch, given), f"{name}: the input batch was modified"
+    assert out[0, 2, 4, 6] == pytest.approx((float(batch[0, 2, 4, 6]) / 255 - 0.485) / 0.229, abs=1e-6)
+
+
+def test_pycls_test_input_is_its_loaders_item(tmp_path, named):
+    """The unbound `_prepare_im` oracle is the dataset's `__getitem__` after imread and `astype`."""
+    path = named["coffee_375x500.jpg"]
+    dataset, (index,) = pycls_val_set([path], tmp_path)
+    expected = pycls_test_input(cv2.imread(str(path)).astype(np.float32))
+    assert same_bits(dataset[index][0], expected)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_undecodable_image_placeholder_stacks_with_the_crops(tmp_path, named, preset):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(named["coffee_375x500.jpg"].read_bytes()[:2000])
+    samples = [(named["coffee_375x500.jpg"], 3), (broken, 4)]
+    images, _, _, errors = next(iter(make_loader(samples, CropSettings(preset), 2, 0, False)))
+    assert images.dtype == {"mmcls": torch.uint8, "pycls": torch.float32}[preset] and images.shape[0] == 2
+    assert not images[1].any() and errors[0] == "" and "broken.jpg: truncated JPEG" in errors[1]
+    assert ValidationImages(samples, CropSettings(preset))[1][0].dtype == images.dtype
