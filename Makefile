@@ -1,7 +1,9 @@
-# Everything installs into .venv; override TORCH_SPEC for a CUDA build, e.g. make TORCH_SPEC="torch==2.13.0" ...
+# Everything installs into .venv. TORCH_SPEC pins torch and the torchvision built against it (timm, a test
+# oracle, needs torchvision; a mismatched pair fails to import): override both together, e.g.
+# make TORCH_SPEC="torch==2.13.0 torchvision==0.28.0" ...
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -10,8 +12,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	# one resolve, the pins included, so the test extra (timm) cannot swap torch or torchvision for other builds
+	$(BIN)/pip install --quiet $(TORCH_SPEC) -e ".[test]"
 	# test-only oracle: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps)
 	$(BIN)/pip install --quiet --no-deps pycls==0.1.1 yacs simplejson
 	touch $(STAMP)

@@ -110,7 +110,7 @@ def bench_input(count: int, repeats: int) -> None:
     from opencv_reference import reference_crop
 
     from regnet_convert.demo import make_images
-    from regnet_convert.preprocess import load_crop
+    from regnet_convert.validation.preprocess import load_crop
 
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(Path(tmp) / "val", count, seed=3)
@@ -131,9 +131,9 @@ def bench_input(count: int, repeats: int) -> None:
 
 
 def bench_validation(count: int, workers: int, batch: int, repeats: int) -> None:
-    from regnet_convert.convert import convert_pycls
+    from regnet_convert.conversion.convert import convert_pycls
     from regnet_convert.demo import make_images
-    from regnet_convert.pycls_format import write_pycls_checkpoint
+    from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -157,7 +157,7 @@ def bench_validation(count: int, workers: int, batch: int, repeats: int) -> None
                 out = tmp / "result.json"
                 args = ["--weights", weights, "--data", tmp / "val", "--labels", labels, "--json", out]
                 args += ["--workers", workers, "--batch-size", batch, "--quiet", *extra]
-                cmd = [sys.executable, "-m", "regnet_convert.cli_validate", *map(str, args)]
+                cmd = [sys.executable, "-m", "regnet_convert.cli.validate", *map(str, args)]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 runs.append(json.loads(out.read_text()))
             results[label] = (statistics.median(r["images_per_second"] for r in runs), runs[-1]["top1"])
@@ -207,14 +207,14 @@ def bench_conversion(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         source = tmp / "RegNetY-32GF.pyth"
-        write = "import regnet, sys; from regnet_convert.pycls_format import write_pycls_checkpoint as w; "
+        write = "import regnet, sys; from regnet_convert.sources.pycls_format import write_pycls_checkpoint as w; "
         write += "w(regnet.create_model('regnety_32gf'), sys.argv[1], regnet.ZOO['regnety_32gf'])"
         subprocess.run([sys.executable, "-c", write, str(source)], check=True)
         size = source.stat().st_size
         measured = {}
         for label, cmd in {
             "bare torch.load + save_file": [sys.executable, "-c", BARE_CONVERSION, str(source), str(tmp / "bare.st")],
-            "regnet-convert pycls": [sys.executable, "-m", "regnet_convert.cli_convert", "pycls", str(source),
+            "regnet-convert pycls": [sys.executable, "-m", "regnet_convert.cli.convert", "pycls", str(source),
                                      str(tmp / "ours.st"), "--quiet", "--force"],
         }.items():  # fmt: skip
             runs = [peak_rss_of(cmd) for _ in range(repeats)]

@@ -2,9 +2,9 @@
 
 from regnet.config import RegNetConfig, StageConfig
 from regnet.design import RegNetParams
-from regnet.loading import is_safetensors, load, read_header, read_metadata
 from regnet.metadata import WeightsFileError
 from regnet.model import RegNet
+from regnet.weights import is_safetensors, load, read_header, read_metadata, save
 from regnet.zoo import ZOO, canonical_name, pycls_name, zoo_config
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "pycls_name",
     "read_header",
     "read_metadata",
+    "save",
     "zoo_config",
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -34,11 +35,12 @@ def fold_batchnorm(model: RegNet) -> RegNet:
     return folded
 
 
-BACKENDS = ("jit", "compile", "eager")
+Backend = Literal["jit", "compile", "eager"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 def fast_model(
-    model: RegNet, device: str | torch.device = "cpu", backend: str | None = None, resolution: int = 224
+    model: RegNet, device: str | torch.device = "cpu", backend: Backend | None = None, resolution: int = 224
 ) -> nn.Module:
     """`model` prepared for fast fp32 inference on `device`; feed it channels-last inputs.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from regnet.config import RegNetConfig
 
@@ -12,11 +13,17 @@ FORMAT = "regnet-convert"
 FORMAT_VERSION = "1"
 
 
+ChannelOrder = Literal["BGR", "RGB"]
+Layout = Literal["native", "timm"]  # tensor names: ours, or timm's RegNet
+CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How the network expects its input: channel order and normalisation on a 0..1 scale."""
 
-    channel_order: str = "BGR"
+    channel_order: ChannelOrder = "BGR"
     mean: tuple[float, float, float] = (0.406, 0.456, 0.485)
     std: tuple[float, float, float] = (0.225, 0.224, 0.229)
     resize: int = 256
@@ -33,7 +40,7 @@ class WeightsMetadata:
     source_file: str
     source_sha256: str
     converter_version: str
-    layout: str = "native"  # tensor names: "native", or "timm" for timm's RegNet
+    layout: Layout = "native"
 
     @property
     def model(self) -> str:
@@ -70,7 +77,7 @@ class WeightsMetadata:
             raise WeightsFileError(f"unsupported format version {str(meta.get('format_version'))[:20]!r}")
         try:
             preprocessing = Preprocessing(
-                channel_order=_choice(meta["channel_order"], ("BGR", "RGB")),
+                channel_order=_choice(meta["channel_order"], CHANNEL_ORDERS),
                 mean=_triple(json.loads(meta["mean"]), low=0.0),
                 std=_triple(json.loads(meta["std"]), low=1e-6),
                 resize=_size(meta["test_resize"]),
@@ -85,7 +92,7 @@ class WeightsMetadata:
                 source_file=meta["source_file"],
                 source_sha256=meta["source_sha256"],
                 converter_version=meta["converter_version"],
-                layout=_choice(meta.get("layout", "native"), ("native", "timm")),
+                layout=_choice(meta.get("layout", "native"), LAYOUTS),
             )
         except KeyError as exc:
             raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None

@@ -20,10 +20,11 @@ from PIL import Image, ImageDraw
 
 import regnet
 from regnet.metadata import Preprocessing
-from regnet_convert import cli_convert, cli_validate
-from regnet_convert.imagenet import wnids
-from regnet_convert.preprocess import load_crop, normalize, to_chw_tensor
-from regnet_convert.pycls_format import write_pycls_checkpoint
+from regnet_convert.cli import convert as cli_convert
+from regnet_convert.cli import validate as cli_validate
+from regnet_convert.sources.pycls_format import write_pycls_checkpoint
+from regnet_convert.validation.imagenet import wnids
+from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 
 MODEL = "regnetx_200mf"
 IMAGES = 48

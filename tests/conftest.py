@@ -26,8 +26,8 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def converted_200mf(tmp_path_factory):
     """A converted RegNetX-200MF with random weights and BN statistics, and its original."""
     import regnet
-    from regnet_convert.convert import convert_pycls
-    from regnet_convert.pycls_format import write_pycls_checkpoint
+    from regnet_convert.conversion.convert import convert_pycls
+    from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
     folder = tmp_path_factory.mktemp("converted")
     torch.manual_seed(1)

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
-from regnet_convert.imagenet import wnids
+from regnet_convert.validation.imagenet import wnids
 
 TINY = {"depths": [1, 2], "widths": [16, 32], "group_widths": [8, 8], "bot_muls": [1.0, 1.0]}
 
@@ -42,7 +42,7 @@ def build_fixtures(folder: Path) -> Fixtures:
     """Write the genuine files with pycls's own model and checkpoint code, and convert them."""
     from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkpoint
 
-    from regnet_convert.convert import convert
+    from regnet_convert.conversion.convert import convert
 
     configure_anynet(**TINY, num_classes=1000)
     tiny = save_genuine_checkpoint(randomize(build(), seed=1), folder / "tiny-train")

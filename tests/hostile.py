@@ -21,8 +21,8 @@ DEFAULT_MEMORY = 1536 << 20  # bytes of address space on top of the zygote's own
 
 _ZYGOTE = r"""
 import json, os, resource, signal, sys, time, warnings
-from regnet_convert.cli_convert import main as convert_main
-from regnet_convert.cli_validate import main as validate_main
+from regnet_convert.cli.convert import main as convert_main
+from regnet_convert.cli.validate import main as validate_main
 TOOLS = {"regnet-convert": convert_main, "regnet-validate": validate_main}
 base = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 for line in sys.stdin:

@@ -14,7 +14,7 @@ import torch
 from pycls.core.config import cfg, reset_cfg
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
-from regnet_convert.cli_convert import main
+from regnet_convert.cli.convert import main
 
 
 def run_failing(runner, *args) -> str:
@@ -157,7 +157,7 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, zoo_checkpoint):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-    code = "from regnet_convert.cli_convert import main; main()"
+    code = "from regnet_convert.cli.convert import main; main()"
     result = subprocess.run(
         [sys.executable, "-c", code, "pycls", str(zoo_checkpoint), str(output)],
         preexec_fn=limit_file_size,

@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import regnet
 from regnet_convert import __version__
-from regnet_convert.cli_convert import main
+from regnet_convert.cli.convert import main
 
 
 def convert(runner, *args):

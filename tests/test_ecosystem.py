@@ -1,22 +1,17 @@
-"""mmclassification checkpoints, RGB weights and timm's layout."""
+"""mmclassification checkpoints and RGB weights (timm's layout: test_timm.py, against timm itself)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import probe_input, relative_difference
 from pycls_oracle import build, randomize, save_genuine_checkpoint
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 import regnet
-from regnet.timm_layout import TIMM_NAMES
-from regnet_convert.cli_convert import main
-
-TIMM_FIXTURE = json.loads((Path(__file__).parent / "timm_regnet_keys.json").read_text())
+from regnet_convert.cli.convert import main
 
 
 def pycls_to_mmcls(key: str, prefix: str, head: str) -> str:
@@ -87,9 +82,9 @@ def test_rgb_flips_the_stem_and_records_the_channel_order(bgr_and_rgb):
 
 
 def test_rgb_file_validates_exactly_like_the_bgr_file(tmp_path, runner, bgr_and_rgb):
-    from regnet_convert.cli_validate import main as validate
+    from regnet_convert.cli.validate import main as validate
     from regnet_convert.demo import make_images
-    from regnet_convert.imagenet import wnids
+    from regnet_convert.validation.imagenet import wnids
 
     _, bgr_file, rgb_file = bgr_and_rgb
     for i, path in enumerate(make_images(tmp_path / "staging", 10, seed=2)):
@@ -103,24 +98,3 @@ def test_rgb_file_validates_exactly_like_the_bgr_file(tmp_path, runner, bgr_and_
         records.append(json.loads(out.read_text()))
     assert [r["channel_order"] for r in records] == ["BGR", "RGB"]
     assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])
-
-
-@pytest.mark.parametrize("name", ["regnetx_400mf", "regnety_4.0gf"])
-def test_timm_layout_matches_timms_own_names_and_shapes(tmp_path, runner, name):
-    reference = randomize(build(name), seed=6)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
-    output = tmp_path / "timm.safetensors"
-    convert(runner, "pycls", source, output, "--layout", "timm")
-    with safe_open(str(output), framework="pt") as f:
-        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    expected = TIMM_FIXTURE["models"][TIMM_NAMES[name]]
-    expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}  # optional in BN
-    assert shapes == expected
-    x = probe_input()
-    with torch.inference_mode():
-        assert torch.equal(regnet.load(output)(x), reference(x))  # our loader reads timm's layout back
-
-
-def test_timm_names_cover_the_zoo():
-    assert set(TIMM_NAMES) == set(regnet.ZOO)
-    assert TIMM_NAMES["regnetx_4.0gf"] == "regnetx_040" and TIMM_NAMES["regnety_32gf"] == "regnety_320"

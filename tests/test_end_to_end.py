@@ -22,9 +22,9 @@ from pycls_oracle import build, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file, save_file
 
 import regnet
-from regnet_convert import preprocess
-from regnet_convert.cli_convert import main as convert_main
-from regnet_convert.cli_validate import main as validate_main
+from regnet_convert.cli.convert import main as convert_main
+from regnet_convert.cli.validate import main as validate_main
+from regnet_convert.validation import preprocess
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from conftest import relative_difference
 
 import regnet
 from regnet.fast import fast_model, fold_batchnorm
-from regnet_convert.cli_validate import main
+from regnet_convert.cli.validate import main
 
 
 def with_random_statistics(name: str) -> regnet.RegNet:
@@ -50,7 +50,7 @@ def test_folding_removes_every_batchnorm_and_keeps_the_original():
 
 def test_validate_fast_gives_the_reference_counts(runner, tmp_path, converted_200mf):
     from regnet_convert.demo import make_images
-    from regnet_convert.imagenet import wnids
+    from regnet_convert.validation.imagenet import wnids
 
     weights, _ = converted_200mf
     for i, path in enumerate(make_images(tmp_path / "staging", 12, seed=9)):

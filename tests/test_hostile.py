@@ -280,9 +280,9 @@ def _rename_block(state: dict, old: str, new: str) -> None:
 
 def mmcls_file(fx: Fixtures, d: Path, extra: dict[str, str]) -> None:
     """The zoo checkpoint in mmclassification's names, plus `extra` (new name -> existing mmcls name)."""
-    from regnet_convert.convert import map_pycls_keys
+    from regnet_convert.sources.formats import map_keys
 
-    native, _ = map_pycls_keys(Path("x"), {k: v for k, v in fx.checkpoint(zoo=True)["model_state"].items()})
+    native, _ = map_keys(Path("x"), {k: v for k, v in fx.checkpoint(zoo=True)["model_state"].items()})
     names = {"stem.conv": "conv1", "stem.bn": "bn1", "head.fc": "head.fc"}
     blocks = {"conv1.conv": "conv1", "conv1.bn": "bn1", "conv2.conv": "conv2", "conv2.bn": "bn2",
               "conv3.conv": "conv3", "conv3.bn": "bn3", "shortcut.conv": "downsample.0", "shortcut.bn": "downsample.1"}  # fmt: skip
@@ -686,7 +686,7 @@ def _weights(d: Path, fx: Fixtures) -> None:
 
 
 def _ten_classes(d: Path, fx: Fixtures) -> None:
-    from regnet_convert.convert import convert
+    from regnet_convert.conversion.convert import convert
 
     contents = fx.checkpoint(zoo=True)
     contents["model_state"]["head.fc.weight"] = contents["model_state"]["head.fc.weight"][:10].clone()
@@ -698,7 +698,7 @@ def _ten_classes(d: Path, fx: Fixtures) -> None:
 
 
 def _eps_variant(d: Path, fx: Fixtures) -> None:
-    from regnet_convert.convert import convert
+    from regnet_convert.conversion.convert import convert
 
     save(with_cfg(fx.checkpoint(zoo=True), set_key("BN", "EPS", 0.1)), d / "eps.pyth")
     convert(d / "eps.pyth", d / "eps.safetensors")
@@ -933,7 +933,7 @@ def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path)
 
 def _converted(dtype: str | None, *options: str) -> Setup:
     def setup(d: Path, fx: Fixtures) -> None:
-        from regnet_convert.convert import convert
+        from regnet_convert.conversion.convert import convert
 
         convert(fx.tiny_pyth, d / "w.safetensors", dtype=dtype, **({"rgb": True} if "rgb" in options else {}))
 
@@ -951,7 +951,7 @@ def test_every_dtype_validates_in_float32(dtype, path, fixtures, zygote, tmp_pat
             with_state(fixtures.checkpoint(), lambda s: s.update({k: v.double() for k, v in s.items()})),
             folder / "d.pyth",
         )
-        from regnet_convert.convert import convert
+        from regnet_convert.conversion.convert import convert
 
         convert(folder / "d.pyth", folder / "w.safetensors")
     else:
@@ -1049,13 +1049,13 @@ def test_shared_storage_and_bom_labels_are_accepted(fixtures, zygote, tmp_path):
 
 def test_result_is_printed_when_json_cannot_be_written_late(fixtures, tmp_path, monkeypatch, runner):
     """A --json write that fails after the evaluation still leaves the accuracy on the terminal."""
-    from regnet_convert import cli_validate
-    from regnet_convert.errors import ConvertError
+    from regnet_convert.cli import validate as cli_validate
+    from regnet_convert.errors import InputError
 
     copy_val(fixtures, tmp_path)
 
     def failing_write(path, record, inputs=()):
-        raise ConvertError(f"--json {path}", "writing failed (No space left on device); nothing was written")
+        raise InputError(f"--json {path}", "writing failed (No space left on device); nothing was written")
 
     monkeypatch.setattr(cli_validate, "write_json", failing_write)
     argv = ["--weights", str(fixtures.tiny_safetensors), "--data", str(tmp_path / "val"), "--workers", "0", "--quiet",
@@ -1081,24 +1081,24 @@ def test_manifest_is_not_needed_in_regnet_checkpoints(fixtures, zygote, tmp_path
 
 _SLOW_WRITE = """
 import sys, time
-import regnet_convert.convert as convert
+import regnet.weights as weights
 def slow_save(state, path, metadata):
     open(path, "wb").write(b"partial" * 1000)
     print("writing", flush=True)
     time.sleep(60)
-convert.save_file = slow_save
-from regnet_convert.cli_convert import main
+weights.save_file = slow_save
+from regnet_convert.cli.convert import main
 main(sys.argv[1:], prog_name="regnet-convert")
 """
 
 _SLOW_EVALUATION = """
 import sys, time
-import regnet_convert.evaluate as evaluate
+import regnet_convert.validation.evaluate as evaluate
 def slow_run(self, *args, **kwargs):
     print("evaluating", flush=True)
     time.sleep(60)
 evaluate.Evaluation.run = slow_run
-from regnet_convert.cli_validate import main
+from regnet_convert.cli.validate import main
 main(sys.argv[1:], prog_name="regnet-validate")
 """
 
@@ -1152,9 +1152,9 @@ def test_mmcv_checkpoint_with_numpy_meta(fixtures, zygote, tmp_path):
     """mmcv writes numpy scalars and dtypes into `meta`: allowed through torch's safe globals, nothing else."""
     import numpy as np
 
-    from regnet_convert.convert import map_pycls_keys
+    from regnet_convert.sources.formats import map_keys
 
-    native, _ = map_pycls_keys(Path("x"), fixtures.checkpoint(zoo=True)["model_state"])
+    native, _ = map_keys(Path("x"), fixtures.checkpoint(zoo=True)["model_state"])
     tmp_path.joinpath("case").mkdir()
     mmcls_file(fixtures, tmp_path / "case", {})
     contents = torch.load(tmp_path / "case" / "bad.pth", weights_only=True)

@@ -198,7 +198,7 @@ BEHAVIOURS: dict[str, Callable[[HostileHandler], None]] = {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Served:
-    from regnet_convert.convert import convert
+    from regnet_convert.conversion.convert import convert
 
     folder = tmp_path_factory.mktemp("zoo-served")
     source = save_genuine_checkpoint(randomize(build("regnetx_200mf"), seed=8), folder / "train")

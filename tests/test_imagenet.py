@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from regnet_convert.errors import ConvertError
-from regnet_convert.imagenet import find_samples, subset, wnids
+from regnet_convert.errors import InputError
+from regnet_convert.validation.imagenet import find_samples, subset, wnids
 
 
 def touch(path: Path) -> Path:
@@ -72,7 +72,7 @@ def test_kaggle_loc_val_solution_csv(tmp_path):
     ],
 )
 def test_bad_data_directories(tmp_path, setup, message):
-    with pytest.raises(ConvertError, match=message):
+    with pytest.raises(InputError, match=message):
         find_samples(setup(tmp_path))
 
 
@@ -80,14 +80,14 @@ def test_labels_naming_missing_images_or_images_without_labels(tmp_path):
     touch(tmp_path / "a.JPEG")
     labels = tmp_path / "val.txt"
     labels.write_text("a.JPEG 1\nb.JPEG 2\n")
-    with pytest.raises(ConvertError, match=r"names 1 image\(s\) missing .*b.JPEG"):
+    with pytest.raises(InputError, match=r"names 1 image\(s\) missing .*b.JPEG"):
         find_samples(tmp_path, labels)
     touch(tmp_path / "b.JPEG")
     touch(tmp_path / "c.JPEG")
-    with pytest.raises(ConvertError, match=r"1 image\(s\) have no label in val.txt: c.JPEG"):
+    with pytest.raises(InputError, match=r"1 image\(s\) have no label in val.txt: c.JPEG"):
         find_samples(tmp_path, labels)
     labels.write_text("a.JPEG 1000\n")
-    with pytest.raises(ConvertError, match="line 1 is not 'FILE CLASS_INDEX'"):
+    with pytest.raises(InputError, match="line 1 is not 'FILE CLASS_INDEX'"):
         find_samples(tmp_path, labels)
 
 

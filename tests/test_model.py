@@ -13,7 +13,7 @@ from pycls_oracle import configure_regnet
 import regnet
 from regnet import RegNetConfig, RegNetParams, StageConfig
 
-MANIFEST = json.loads((Path(__file__).parents[1] / "regnet_convert" / "zoo.json").read_text())["models"]
+MANIFEST = json.loads((Path(__file__).parents[1] / "regnet_convert" / "zoo" / "zoo.json").read_text())["models"]
 
 
 @pytest.mark.parametrize("entry", MANIFEST, ids=[e["name"] for e in MANIFEST])

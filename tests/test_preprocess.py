@@ -20,8 +20,9 @@ from images import common_size_photos, photo_set, photograph, sized_images, synt
 from opencv_reference import PYCLS_MEAN, PYCLS_STD, pycls_test_input, pycls_val_set, reference_crop
 from pycls.datasets.transforms import color_norm
 
-from regnet_convert.data import CropSettings, ValidationImages, make_loader
-from regnet_convert.preprocess import (
+from regnet_convert.errors import InputError
+from regnet_convert.validation.loader import CropSettings, ValidationImages, make_loader
+from regnet_convert.validation.preprocess import (
     IMAGE_EXTENSIONS,
     PRESETS,
     RESIZE_DTYPES,
@@ -262,7 +263,7 @@ def test_bytes_after_the_end_of_a_jpeg_are_ignored(tmp_path, photos):
 def test_decode_error_is_one_line_and_survives_pickling():
     error = ImageDecodeError(Path("val/n01440764/x.JPEG"), "truncated JPEG")
     assert str(error) == "val/n01440764/x.JPEG: truncated JPEG"
-    assert str(pickle.loads(pickle.dumps(error))) == str(error) and isinstance(error, ValueError)
+    assert str(pickle.loads(pickle.dumps(error))) == str(error) and isinstance(error, InputError)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])

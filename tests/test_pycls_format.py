@@ -8,7 +8,7 @@ from pycls.core.checkpoint import load_checkpoint
 from pycls_oracle import build
 
 import regnet
-from regnet_convert.pycls_format import write_pycls_checkpoint
+from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
 
 def test_pycls_loads_our_checkpoint_and_computes_the_same_logits(tmp_path):

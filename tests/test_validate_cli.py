@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from regnet_convert.cli_validate import main
+from regnet_convert.cli.validate import main
 from regnet_convert.demo import make_images
-from regnet_convert.imagenet import wnids
+from regnet_convert.validation.imagenet import wnids
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_two_processes_give_the_single_process_result(tmp_path, small_val, conve
     weights, _ = converted_200mf
     common = ["--weights", str(weights), "--data", str(small_val), "--quiet", "--workers", "0", "--batch-size", "4"]
     single = tmp_path / "single.json"
-    subprocess.run([sys.executable, "-m", "regnet_convert.cli_validate", *common, "--json", str(single)], check=True)
+    subprocess.run([sys.executable, "-m", "regnet_convert.cli.validate", *common, "--json", str(single)], check=True)
     double = tmp_path / "double.json"
     torchrun = [
         sys.executable,
@@ -108,7 +108,7 @@ def test_two_processes_give_the_single_process_result(tmp_path, small_val, conve
         str(free_port()),
     ]
     subprocess.run(
-        [*torchrun, "-m", "regnet_convert.cli_validate", *common, "--json", str(double)], check=True, timeout=300
+        [*torchrun, "-m", "regnet_convert.cli.validate", *common, "--json", str(double)], check=True, timeout=300
     )
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
@@ -147,9 +147,9 @@ def test_safetensors_without_our_metadata_is_not_a_converted_regnet(runner, tmp_
 
 
 def full_run(top1_correct: int, top5_correct: int, preprocess: str = "mmcls"):
-    from regnet_convert.evaluate import Counts
-    from regnet_convert.manifest import zoo_entry
-    from regnet_convert.report import ValidationResult
+    from regnet_convert.validation.evaluate import Counts
+    from regnet_convert.validation.report import ValidationResult
+    from regnet_convert.zoo.manifest import zoo_entry
 
     return ValidationResult(
         model="regnetx_4.0gf", weights="w", counts=Counts(50_000, top1_correct, top5_correct),

@@ -8,8 +8,8 @@ from conftest import probe_input, relative_difference
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
-from regnet_convert.cli_convert import main
-from regnet_convert.pycls_keys import to_native
+from regnet_convert.cli.convert import main
+from regnet_convert.sources.pycls_keys import to_native
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))

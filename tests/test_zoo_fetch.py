@@ -21,11 +21,11 @@ from conftest import probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
-from regnet_convert import zoo_cli
-from regnet_convert.cli_convert import main
-from regnet_convert.download import download
-from regnet_convert.errors import ConvertError
-from regnet_convert.manifest import zoo_entries
+from regnet_convert.cli import zoo as zoo_cli
+from regnet_convert.cli.convert import main
+from regnet_convert.errors import InputError
+from regnet_convert.zoo.download import download
+from regnet_convert.zoo.manifest import zoo_entries
 
 ZOO_PATH = "dds_baselines/160905981/RegNetX-200MF_dds_8gpu.pyth"
 DOWNLOAD = "RegNetX-200MF_dds_8gpu.pyth"
@@ -194,10 +194,10 @@ def test_corrupted_download_without_checksum_is_caught_by_conversion(runner, zoo
 
 def test_output_failure_during_conversion_keeps_the_download(runner, zoo, monkeypatch):
     def disk_full(output, *args, **kwargs):
-        raise ConvertError(output, "writing failed (No space left on device); nothing was written")
+        raise InputError(output, "writing failed (No space left on device); nothing was written")
 
     with monkeypatch.context() as patch:
-        patch.setattr("regnet_convert.convert.write_converted", disk_full)
+        patch.setattr("regnet_convert.conversion.convert.write_converted", disk_full)
         line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
     assert "regnetx_200mf.safetensors: writing failed" in line
     assert (zoo["cache"] / DOWNLOAD).read_bytes() == zoo["served"].read_bytes()  # 1.2 GB need not come again
@@ -264,7 +264,7 @@ def test_complete_part_of_unknown_size_is_recognised_from_416(runner, zoo):
 def test_size_limit_without_any_announced_size(tmp_path, zoo):
     destination = tmp_path / "file.pyth"
     url = f"file://{zoo['served']}"  # a file:// response announces its size: a tight max_size still applies
-    with pytest.raises(ConvertError, match=r"announces .* more than the 1,000 allowed"):
+    with pytest.raises(InputError, match=r"announces .* more than the 1,000 allowed"):
         download(url, destination, quiet=True, max_size=1000)
     assert not list(tmp_path.glob("file.pyth*"))
 
@@ -283,7 +283,7 @@ def test_default_per_user_folder_is_created(runner, zoo, tmp_path, monkeypatch):
 
 def test_sigterm_during_download_leaves_only_the_part(zoo, tmp_path):
     zoo["handler"].drip = True
-    command = [sys.executable, "-m", "regnet_convert.cli_convert", "zoo", "fetch", "regnetx_200mf"]
+    command = [sys.executable, "-m", "regnet_convert.cli.convert", "zoo", "fetch", "regnetx_200mf"]
     child = subprocess.Popen(
         [*command, "--mirror", zoo["mirror"], "-q"], stderr=subprocess.PIPE, text=True, cwd=tmp_path
     )

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from regnet_convert.errors import ConvertError
+from regnet_convert.errors import InputError
 
 _MAX_NAME_IN_TEMP = 180  # bytes of the output's name kept in the temporary name (file names are <= 255 bytes)
 
@@ -58,21 +58,21 @@ def check_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: st
     except FileNotFoundError:
         info = None
     except OSError as exc:
-        raise ConvertError(name, f"cannot be written ({exc.strerror or exc})") from None
+        raise InputError(name, f"cannot be written ({exc.strerror or exc})") from None
     if info is not None:
         if kind := _kind(info.st_mode):
-            raise ConvertError(name, f"is {kind}; give a file name to write")
+            raise InputError(name, f"is {kind}; give a file name to write")
         for source in inputs:
             with suppress(OSError):
                 if _same_file(info, Path(source).stat()):
-                    raise ConvertError(name, f"is the input file {source} itself; give another output name")
+                    raise InputError(name, f"is the input file {source} itself; give another output name")
         if not force:
-            raise ConvertError(name, "already exists (use --force to overwrite it)")
+            raise InputError(name, "already exists (use --force to overwrite it)")
     parent = target.parent
     if not parent.is_dir():
-        raise ConvertError(name, f"output directory {str(parent)!r} does not exist")
+        raise InputError(name, f"output directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConvertError(name, f"cannot write in {str(parent)!r} (permission denied)")
+        raise InputError(name, f"cannot write in {str(parent)!r} (permission denied)")
     return target
 
 
@@ -127,7 +127,7 @@ def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: s
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
-        raise ConvertError(name, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
+        raise InputError(name, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
     try:
         yield tmp
         os.chmod(tmp, mode)  # after writing: writers may replace the file they were given
@@ -138,9 +138,9 @@ def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: s
             try:
                 os.link(tmp, target)
             except FileExistsError:
-                raise ConvertError(name, "already exists (use --force to overwrite it)") from None
+                raise InputError(name, "already exists (use --force to overwrite it)") from None
     except OSError as exc:
-        raise ConvertError(name, f"writing failed ({exc.strerror or exc}); nothing was written") from None
+        raise InputError(name, f"writing failed ({exc.strerror or exc}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -10,7 +10,7 @@ import torch
 
 from regnet import ZOO, RegNetConfig, RegNetParams, StageConfig, canonical_name, zoo_config
 from regnet.model import shape_problems
-from regnet_convert.errors import ConvertError
+from regnet_convert.errors import InputError
 
 _BLOCK_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.")
 _SE_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.se\.reduce\.weight$")
@@ -88,9 +88,9 @@ def check_cfg_model_type(path: str, cfg: dict) -> None:
     try:
         model_type = cfg_model_type(cfg)
     except ValueError as exc:
-        raise ConvertError(path, str(exc)) from None
+        raise InputError(path, str(exc)) from None
     if model_type not in ("regnet", "anynet"):
-        raise ConvertError(path, f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
+        raise InputError(path, f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
 
 
 def config_from_cfg(cfg: dict, num_classes: int | None, max_blocks: int | None = None) -> RegNetConfig:
@@ -220,15 +220,6 @@ def config_from_shapes(state: Mapping[str, torch.Tensor]) -> RegNetConfig:
     )
 
 
-def rank_problem(key: str, tensor: torch.Tensor) -> str | None:
-    """Why a native-named tensor has the wrong number of dimensions for its name, or None."""
-    is_conv = key.endswith(".conv.weight") or key.endswith(("se.reduce.weight", "se.expand.weight"))
-    rank = 4 if is_conv else 2 if key == "head.fc.weight" else 1
-    if tensor.dim() != rank:
-        return f"is {tensor.dim()}-d (shape {list(tensor.shape)}), expected {rank}-d for its name"
-    return None
-
-
 def find_config(
     path: str, state: Mapping[str, torch.Tensor], cfg: dict | None, model: str | None
 ) -> tuple[RegNetConfig, str]:
@@ -236,7 +227,7 @@ def find_config(
 
     `model` (a zoo name) must agree with every fact the checkpoint's cfg states; without it the cfg
     decides; without a cfg, the tensor shapes. The result always agrees with every tensor shape, or
-    ConvertError lists the first mismatches. The tensor count bounds any depth before anything is built.
+    InputError lists the first mismatches. The tensor count bounds any depth before anything is built.
     """
     num_classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
     max_blocks = len(state) // 15
@@ -246,19 +237,19 @@ def find_config(
             config, how = zoo_config(canonical_name(model), num_classes or 1000), f"--model {model}"
             if from_cfg is not None:
                 if differences := config_differences(config, from_cfg):
-                    raise ConvertError(path, f"--model {model} contradicts its cfg: " + "; ".join(differences))
+                    raise InputError(path, f"--model {model} contradicts its cfg: " + "; ".join(differences))
                 how += ", agrees with the checkpoint's cfg"
         elif from_cfg is not None:
             config, how = from_cfg, "the checkpoint's cfg"
         else:
             config, how = config_from_shapes(state), "tensor shapes"
     except KeyError as exc:
-        raise ConvertError(path, str(exc.args[0])) from None
+        raise InputError(path, str(exc.args[0])) from None
     except ValueError as exc:
-        raise ConvertError(path, str(exc)) from None
+        raise InputError(path, str(exc)) from None
     mismatches = shape_mismatches(state, config)
     if mismatches:
-        raise ConvertError(path, f"tensor shapes contradict {how}: " + "; ".join(mismatches))
+        raise InputError(path, f"tensor shapes contradict {how}: " + "; ".join(mismatches))
     name = zoo_name_of(config)
     if not model and name:
         how += f", matches zoo model {name}"

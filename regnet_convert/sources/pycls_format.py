@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from regnet import RegNet, RegNetParams
-from regnet_convert.pycls_keys import to_pycls
+from regnet_convert.sources.pycls_keys import to_pycls
 
 
 def pycls_cfg(model: RegNet, params: RegNetParams | None) -> dict:

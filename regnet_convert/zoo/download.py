@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from regnet_convert.atomic import _kind
-from regnet_convert.errors import ConvertError
-from regnet_convert.inputs import check_input_file
+from regnet_convert.conversion.atomic import _kind
+from regnet_convert.errors import InputError
+from regnet_convert.sources.files import check_input_file
 
 CHUNK = 1 << 20
 MIN_PROGRESS = 64 << 10  # bytes that must arrive within each stall-timeout window
@@ -56,15 +56,15 @@ def _sha256(path: Path) -> str:
 
 
 def _regular_or_absent(path: Path) -> bool:
-    """Whether `path` exists (as a regular file); ConvertError if it is a directory or special file."""
+    """Whether `path` exists (as a regular file); InputError if it is a directory or special file."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise ConvertError(path, f"cannot be read ({exc.strerror or exc})") from None
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
     if kind := _kind(mode):
-        raise ConvertError(path, f"is {kind}, not a download; remove it and run again")
+        raise InputError(path, f"is {kind}, not a download; remove it and run again")
     return True
 
 
@@ -76,12 +76,12 @@ def _check_local_source(url: str) -> None:
 
 
 def _header_int(url: str, response: http.client.HTTPResponse, name: str, pattern: str) -> int | None:
-    """The number a header holds (the last group of `pattern`); None if absent, ConvertError if malformed."""
+    """The number a header holds (the last group of `pattern`); None if absent, InputError if malformed."""
     value = response.headers.get(name)
     if value is None:
         return None
     if not (match := re.fullmatch(pattern, value.strip())):
-        raise ConvertError(url, f"the server sent an invalid {name} header {value[:40]!r}; try another --mirror")
+        raise InputError(url, f"the server sent an invalid {name} header {value[:40]!r}; try another --mirror")
     return int(match.groups()[-1])
 
 
@@ -101,9 +101,9 @@ def _request(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
         exc.close()
         if exc.code == 416:
             raise _RangeNotSatisfiable(_range_total(exc.headers)) from None
-        raise ConvertError(url, f"download failed: HTTP {exc.code} {exc.reason}") from None
+        raise InputError(url, f"download failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        raise ConvertError(url, f"download failed: {_failure(exc, timeout)}") from None
+        raise InputError(url, f"download failed: {_failure(exc, timeout)}") from None
 
 
 def _failure(exc: Exception, timeout: float) -> str:
@@ -116,10 +116,8 @@ def _failure(exc: Exception, timeout: float) -> str:
     return f"{reason or type(reason).__name__}; check the address"
 
 
-def _whole_file_refused(url: str) -> ConvertError:
-    return ConvertError(
-        url, "download failed: HTTP 416 for the whole file; the server misbehaves, try another --mirror"
-    )
+def _whole_file_refused(url: str) -> InputError:
+    return InputError(url, "download failed: HTTP 416 for the whole file; the server misbehaves, try another --mirror")
 
 
 def _open(url: str, part: Path, offset: int, timeout: float) -> tuple[http.client.HTTPResponse | None, int]:
@@ -148,7 +146,7 @@ def _resume_offset(url: str, response: http.client.HTTPResponse, offset: int) ->
         return 0
     start = _header_int(url, response, "Content-Range", r"bytes (\d+)-\d+/(?:\d+|\*)")
     if start != offset:
-        raise ConvertError(url, f"the server resumed at byte {start}, not {offset}; run again, or try another --mirror")
+        raise InputError(url, f"the server resumed at byte {start}, not {offset}; run again, or try another --mirror")
     return offset
 
 
@@ -164,13 +162,11 @@ def _limit(url: str, size: int | None, total: int | None, max_size: int) -> tupl
     """The most bytes the file may have, and where that bound comes from."""
     if size is not None:
         if total is not None and total != size:
-            raise ConvertError(
-                url, f"the server offers {total} bytes, the manifest expects {size}; try another --mirror"
-            )
+            raise InputError(url, f"the server offers {total} bytes, the manifest expects {size}; try another --mirror")
         return size, "the manifest's size"
     if total is not None:
         if total > max_size:
-            raise ConvertError(url, f"the server announces {total:,} bytes, more than the {max_size:,} allowed")
+            raise InputError(url, f"the server announces {total:,} bytes, more than the {max_size:,} allowed")
         return total, "the announced size"
     return max_size, "the largest size allowed"
 
@@ -202,9 +198,9 @@ def _kept_bytes(part: Path) -> int:
     return size
 
 
-def _stalled(url: str, part: Path, seconds: float) -> ConvertError:
+def _stalled(url: str, part: Path, seconds: float) -> InputError:
     kept = f"{size} bytes are kept in {part}, run again to resume" if (size := _kept_bytes(part)) else "run again"
-    return ConvertError(
+    return InputError(
         url,
         f"download stalled: less than {MIN_PROGRESS >> 10} KiB in {seconds:g} s; {kept}"
         " (or give a longer --stall-timeout)",
@@ -219,14 +215,14 @@ def _read(url: str, read: Callable[[int], bytes], part: Path, stall_timeout: flo
         raise _stalled(url, part, stall_timeout) from None
     except (OSError, http.client.HTTPException) as exc:
         received = _kept_bytes(part)
-        raise ConvertError(
+        raise InputError(
             url, f"download interrupted at {received} bytes ({type(exc).__name__}); run again to resume"
         ) from None
 
 
-def _oversized(url: str, part: Path, limit: tuple[int, str]) -> ConvertError:
+def _oversized(url: str, part: Path, limit: tuple[int, str]) -> InputError:
     part.unlink(missing_ok=True)  # garbage, not a resumable download
-    return ConvertError(
+    return InputError(
         url,
         f"the server sent more than {limit[0]:,} bytes ({limit[1]}); the partial download was removed,"
         " run again later or try another --mirror",
@@ -248,7 +244,7 @@ def _receive(
     try:
         out = open(part, "ab" if offset else "wb")  # noqa: SIM115 - the part is kept, closed, on any error
     except OSError as exc:
-        raise ConvertError(part, f"cannot be written ({exc.strerror or exc})") from None
+        raise InputError(part, f"cannot be written ({exc.strerror or exc})") from None
     received = offset
     with out:
         while chunk := _read(url, read, part, stall_timeout):
@@ -259,7 +255,7 @@ def _receive(
                 out.write(chunk)
                 out.flush()  # the part's size on disk is what was received
             except OSError as exc:
-                raise ConvertError(part, f"cannot be written ({exc.strerror or exc}); free space, run again") from None
+                raise InputError(part, f"cannot be written ({exc.strerror or exc}); free space, run again") from None
             received += len(chunk)
             bar.update(len(chunk))
             if watch.stalled(len(chunk)):
@@ -271,13 +267,13 @@ def _verify(url: str, path: Path, size: int | None, sha256: str | None) -> None:
     actual = path.stat().st_size
     if actual == 0:
         path.unlink()
-        raise ConvertError(url, "the server sent an empty file; try again later or another --mirror")
+        raise InputError(url, "the server sent an empty file; try again later or another --mirror")
     if size is not None and actual != size:
         path.unlink()
-        raise ConvertError(url, f"corrupted download: {actual} bytes, expected {size}; removed, run again")
+        raise InputError(url, f"corrupted download: {actual} bytes, expected {size}; removed, run again")
     if sha256 is not None and (digest := _sha256(path)) != sha256:
         path.unlink()
-        raise ConvertError(url, f"corrupted download: sha256 {digest}, expected {sha256}; removed, run again")
+        raise InputError(url, f"corrupted download: sha256 {digest}, expected {sha256}; removed, run again")
 
 
 def _complete(url: str, part: Path, destination: Path, size: int | None, sha256: str | None) -> Path:
@@ -338,5 +334,5 @@ def download(
     received = part.stat().st_size
     if total is not None and received < total:
         _kept_bytes(part)
-        raise ConvertError(url, f"download interrupted at {received} of {total} bytes; run again to resume")
+        raise InputError(url, f"download interrupted at {received} of {total} bytes; run again to resume")
     return _complete(url, part, destination, size if size is not None else total, sha256)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
-from regnet_convert.errors import ConvertError
-from regnet_convert.inputs import check_input_file
-from regnet_convert.preprocess import IMAGE_EXTENSIONS
+from regnet_convert.errors import InputError
+from regnet_convert.sources.files import check_input_file
+from regnet_convert.validation.preprocess import IMAGE_EXTENSIONS
 
 Sample = tuple[Path, int]
 FULL_VALIDATION_SET = 50_000
@@ -19,7 +20,7 @@ MAX_LABELS_BYTES = 64 << 20  # meta/val.txt is 1.3 MB
 @cache
 def wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids, sorted: a class's index is its position here."""
-    ids = (Path(__file__).with_name("imagenet_wnids.txt")).read_text().split()
+    ids = resources.files("regnet_convert.validation").joinpath("imagenet_wnids.txt").read_text().split()
     assert len(ids) == 1000 and ids == sorted(ids)
     return tuple(ids)
 
@@ -43,12 +44,10 @@ def class_folder_samples(data: Path) -> list[Sample]:
     """Images under 1000 (or fewer) WordNet-id folders; the id gives the label."""
     folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise ConvertError(data, "has no class folders (for a flat folder of images, give --labels FILE)")
+        raise InputError(data, "has no class folders (for a flat folder of images, give --labels FILE)")
     unknown = [p.name for p in folders if p.name not in class_index()]
     if unknown:
-        raise ConvertError(
-            data, f"{len(unknown)} class folder(s) are not ImageNet-1k WordNet ids: {_examples(unknown)}"
-        )
+        raise InputError(data, f"{len(unknown)} class folder(s) are not ImageNet-1k WordNet ids: {_examples(unknown)}")
     samples = [(path, class_index()[folder.name]) for folder in folders for path in sorted(folder.iterdir())]
     return [(path, label) for path, label in samples if is_image(path)]
 
@@ -60,19 +59,19 @@ def read_labels(labels: Path) -> dict[str, int]:
     """
     check_input_file(labels, "labels file", label="--labels")
     if labels.stat().st_size > MAX_LABELS_BYTES:
-        raise ConvertError(labels, f"is over {MAX_LABELS_BYTES >> 20} MB, too large for a labels file")
+        raise InputError(labels, f"is over {MAX_LABELS_BYTES >> 20} MB, too large for a labels file")
     try:
         lines = labels.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
-        raise ConvertError(labels, f"is not UTF-8 text (byte {exc.start})") from None
+        raise InputError(labels, f"is not UTF-8 text (byte {exc.start})") from None
     table: dict[str, int] = {}
     line_of: dict[str, int] = {}
 
     def add(name: str, index: int, number: int) -> None:
         if "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ConvertError(labels, f"line {number} names {name[:60]!r}, not an image inside the data folder")
+            raise InputError(labels, f"line {number} names {name[:60]!r}, not an image inside the data folder")
         if name in table and table[name] != index:
-            raise ConvertError(
+            raise InputError(
                 labels, f"line {number} gives {name!r} class {index}, line {line_of[name]} gave class {table[name]}"
             )
         table[name], line_of[name] = index, number
@@ -82,7 +81,7 @@ def read_labels(labels: Path) -> dict[str, int]:
             if row:
                 wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
                 if wnid not in class_index():
-                    raise ConvertError(
+                    raise InputError(
                         labels, f"line {number}: {row[0][:60]!r} names {wnid[:20]!r}, not an ImageNet-1k id"
                     )
                 add(row[0], class_index()[wnid], number)
@@ -92,12 +91,10 @@ def read_labels(labels: Path) -> dict[str, int]:
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
-                raise ConvertError(
-                    labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line[:80]!r}"
-                )
+                raise InputError(labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line[:80]!r}")
             add(parts[0], int(parts[1]), number)
     if not table:
-        raise ConvertError(labels, "holds no labels")
+        raise InputError(labels, "holds no labels")
     return table
 
 
@@ -123,11 +120,11 @@ def labelled_samples(data: Path, labels: Path) -> list[Sample]:
         else:
             samples.append((path, label))
     if missing:
-        raise ConvertError(labels, f"names {len(missing)} image(s) missing from {data}: {_examples(missing)}")
+        raise InputError(labels, f"names {len(missing)} image(s) missing from {data}: {_examples(missing)}")
     labelled = {path.resolve() for path, _ in samples}
     unlabelled = sorted(p.name for p in data.iterdir() if is_image(p) and p.resolve() not in labelled)
     if unlabelled:
-        raise ConvertError(data, f"{len(unlabelled)} image(s) have no label in {labels.name}: {_examples(unlabelled)}")
+        raise InputError(data, f"{len(unlabelled)} image(s) have no label in {labels.name}: {_examples(unlabelled)}")
     return samples
 
 
@@ -135,12 +132,12 @@ def find_samples(data: str | Path, labels: str | Path | None = None) -> list[Sam
     """All validation images with their class indices, in a fixed order."""
     data = Path(data)
     if not data.exists():
-        raise ConvertError(data, "no such data directory")
+        raise InputError(data, "no such data directory")
     if not data.is_dir():
-        raise ConvertError(data, "is not a directory")
+        raise InputError(data, "is not a directory")
     samples = labelled_samples(data, Path(labels)) if labels else class_folder_samples(data)
     if not samples:
-        raise ConvertError(data, "holds no images")
+        raise InputError(data, "holds no images")
     return samples
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from regnet.metadata import WeightsFileError, WeightsMetadata
 from regnet.model import RegNet, shape_problems
-from regnet.timm_layout import from_timm
+from regnet.timm_layout import from_timm, to_timm
 from regnet.zoo import ZOO, zoo_config
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
@@ -166,3 +166,26 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
     model = RegNet.from_state_dict(metadata.config, state)
     model.metadata = metadata
     return model
+
+
+def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
+    """Write native-named tensors and their metadata as a converted file (tensors named in `metadata.layout`).
+
+    Tensors that share memory are stored as copies (safetensors refuses shared storage). Not atomic:
+    `regnet-convert` writes through a temporary file.
+    """
+    if metadata.layout == "timm":
+        state = {to_timm(k): v for k, v in state.items()}
+    save_file(_unshared(state), os.fspath(path), metadata.to_strings())
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, each with storage of its own."""
+    seen: set[int] = set()
+    result = {}
+    for key, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        shared = pointer in seen
+        result[key] = tensor.clone(memory_format=torch.contiguous_format) if shared else tensor.contiguous()
+        seen.add(pointer)
+    return result

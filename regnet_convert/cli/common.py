@@ -1,6 +1,6 @@
 """What every command shares: one error line and a documented exit code, whatever goes wrong.
 
-Commands raise `ConvertError`; `ReportingGroup`/`ReportingCommand` turn it (and interruptions, usage
+Commands raise `InputError`; `ReportingGroup`/`ReportingCommand` turn it (and interruptions, usage
 errors and unexpected exceptions) into one line on stderr and the exit codes of `errors`. Termination
 signals (SIGTERM, SIGHUP) are handled like Ctrl-C, so `finally` blocks remove temporary files.
 Library warnings are kept off the terminal. `REGNET_DEBUG=1` shows the traceback of an unexpected error.
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import click
 
-from regnet_convert.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, ConvertError
+from regnet_convert.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InputError
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -66,7 +66,7 @@ def exit_code_of(run: Callable[[], object]) -> int:
     try:
         result = run()
         return result if isinstance(result, int) else 0
-    except ConvertError as error:
+    except InputError as error:
         error_line(str(error))
         return EXIT_BAD_INPUT
     except click.UsageError as error:  # one line, like every other refusal

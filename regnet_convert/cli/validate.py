@@ -5,29 +5,17 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
-import torch.distributed as dist
 
-from regnet_convert.cli_common import ReportingCommand
+from regnet_convert.cli.common import ReportingCommand
 from regnet_convert.errors import EXIT_FAIL, EXIT_OK
-from regnet_convert.evaluate import AMP_DTYPES
-from regnet_convert.preprocess import PRESETS
-from regnet_convert.report import write_json
-from regnet_convert.validate import ValidationOptions, json_inputs, validate
-
-
-@contextmanager
-def process_group() -> Iterator[None]:
-    """Close the torch.distributed process group that validation may open, however the run ends."""
-    try:
-        yield
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+from regnet_convert.validation.distributed import process_group
+from regnet_convert.validation.evaluate import AMP_DTYPES
+from regnet_convert.validation.preprocess import PRESETS
+from regnet_convert.validation.report import write_json
+from regnet_convert.validation.validate import ValidationOptions, json_inputs, validate
 
 
 class FiniteFloat(click.ParamType):
@@ -85,9 +73,9 @@ def main(json_path: Path | None, quiet: bool, **kwargs) -> None:
     2 bad usage, input or data, 3 unexpected error, 130 interrupted (128+N for signal N).
     """
     options = ValidationOptions(**kwargs, progress=not quiet, json_path=json_path)
-    with process_group():
-        result = validate(options)
-        if not dist.is_initialized() or dist.get_rank() == 0:
+    with process_group(options.device) as placement:
+        result = validate(options, placement)
+        if placement.is_main:
             click.echo(result.table())  # printed first: a late error must not lose the result
             if json_path:
                 write_json(json_path, result.to_json(), json_inputs(options, Path(result.weights)))

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
-from regnet_convert.cli_common import ReportingGroup
-from regnet_convert.convert import DTYPES, LAYOUTS, convert
-from regnet_convert.inspect_file import describe
-from regnet_convert.zoo_cli import zoo
+from regnet_convert.cli.common import ReportingGroup
+from regnet_convert.cli.inspect import describe
+from regnet_convert.cli.zoo import zoo
+from regnet_convert.conversion.convert import DTYPES, convert
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from regnet_convert.pycls_keys import TENSORS
+from regnet_convert.sources.pycls_keys import TENSORS
 
 _BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
 BLOCK_MODULES = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -13,9 +14,11 @@ from tqdm import tqdm
 
 from regnet import RegNet
 from regnet.fast import fast_model
-from regnet_convert.preprocess import normalize
+from regnet_convert.errors import InputError
+from regnet_convert.validation.preprocess import normalize
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+Amp = Literal["off", "bf16", "fp16"]
+AMP_DTYPES: dict[Amp, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -45,10 +48,6 @@ class Counts:
         return Counts(images, top1, top5, sorted(i for part in gathered for i in part))
 
 
-class BadImage(Exception):
-    """An image that could not be decoded, with the decoder's one-line message."""
-
-
 @dataclass
 class Evaluation:
     """How to run the model: device, normalisation, precision, memory format."""
@@ -56,14 +55,18 @@ class Evaluation:
     device: torch.device
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    amp: str = "off"
+    amp: Amp = "off"
     channels_last: bool = False
     fast: bool = False
 
-    def prepare(self, model: RegNet) -> torch.nn.Module:
+    @property
+    def feeds_channels_last(self) -> bool:
+        """Whether the model takes channels-last input (asked for, or the fast path's layout)."""
+        return self.channels_last or self.fast
+
+    def model_on_device(self, model: RegNet) -> torch.nn.Module:
         """The model on the device, in eval mode and the requested memory format (or the fast path)."""
         if self.fast:
-            self.channels_last = True
             return fast_model(model, self.device)
         model = model.to(self.device).eval()
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
@@ -81,13 +84,13 @@ class Evaluation:
         for images, labels, indices, errors in loader:
             if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
                 if not skip_bad_images:
-                    raise BadImage(bad[0][1])
+                    raise InputError(None, f"{bad[0][1]} (use --skip-bad-images to skip such files)")
                 counts.bad_images += [i for i, _ in bad]
                 keep = torch.tensor([not e for e in errors])
                 images, labels = images[keep], labels[keep]
             if len(labels):
                 x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
-                if self.channels_last:
+                if self.feeds_channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     logits = model(x)

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Literal, get_args
 
 MAX_FILE_BYTES = 64 << 20  # ImageNet's largest validation JPEG is a few MB
 MAX_PIXELS = 1 << 26  # 67 megapixels, 192 MiB decoded; ImageNet's largest image has about 20
@@ -39,7 +40,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-PRESETS = ("mmcls", "pycls")
+from regnet_convert.errors import InputError  # noqa: E402
+
+Preset = Literal["mmcls", "pycls"]
+PRESETS: tuple[Preset, ...] = get_args(Preset)
 RESIZE_DTYPES = {"mmcls": np.dtype(np.uint8), "pycls": np.dtype(np.float32)}  # what each preset resizes and crops
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compare lower-cased
 
@@ -47,15 +51,8 @@ _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _JPEG_WITHOUT_LENGTH = frozenset([0x00, 0x01, *range(0xD0, 0xD8)])  # stuffed 0xFF, TEM, RSTn
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image file that cannot be read or decoded completely; str() is one line naming the file."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(str(path), problem)  # both in args, so that the error survives pickling
-        self.path, self.problem = str(path), problem
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
 
 
 def _check_preset(preset: str) -> None:
@@ -63,13 +60,13 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
 
 
-def arithmetic(preset: str) -> str:
+def arithmetic(preset: Preset) -> str:
     """What the preset's resize computes in, for reports: "float32 resize" (pycls) or "uint8 resize" (mmcls)."""
     _check_preset(preset)
     return f"{RESIZE_DTYPES[preset].name} resize"
 
 
-def resized_size(h: int, w: int, short: int, preset: str) -> tuple[int, int]:
+def resized_size(h: int, w: int, short: int, preset: Preset) -> tuple[int, int]:
     """(new_h, new_w) with the short side scaled to `short`, in the preset's own floating-point arithmetic."""
     _check_preset(preset)
     if preset == "pycls":
@@ -77,7 +74,7 @@ def resized_size(h: int, w: int, short: int, preset: str) -> tuple[int, int]:
     return (int(short * h / w), short) if w < h else (short, int(short * w / h))
 
 
-def crop_origin(h: int, w: int, crop: int, preset: str) -> tuple[int, int]:
+def crop_origin(h: int, w: int, crop: int, preset: Preset) -> tuple[int, int]:
     """(y, x) of the top-left corner of the centre `crop` x `crop` in an h x w image."""
     _check_preset(preset)
     if preset == "pycls":
@@ -183,12 +180,12 @@ def _opencv_single_threaded() -> None:
     cv2.setNumThreads(1)
 
 
-def in_resize_dtype(image: np.ndarray, preset: str) -> np.ndarray:
+def in_resize_dtype(image: np.ndarray, preset: Preset) -> np.ndarray:
     """`image` as the preset resizes it: float32 for pycls (as its loader's `astype`), unchanged uint8 for mmcls."""
     return image.astype(RESIZE_DTYPES[preset], copy=False)
 
 
-def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: str = "mmcls") -> np.ndarray:
+def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:
     """Resize the short side to `resize` (unless it already is) and cut the centre crop x crop.
 
     The resize runs in the preset's dtype (`RESIZE_DTYPES`), and so is the crop. It is a view into the resized
@@ -207,7 +204,7 @@ def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: s
     return in_resize_dtype(image[y : y + crop, x : x + crop], preset)
 
 
-def load_crop(path: str | Path, resize: int = 256, crop: int = 224, preset: str = "mmcls") -> np.ndarray:
+def load_crop(path: str | Path, resize: int = 256, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:
     """Decode, resize and centre-crop: the crop x crop x 3 BGR network input before normalisation.
 
     uint8 for mmcls, float32 for pycls (see `center_crop`).

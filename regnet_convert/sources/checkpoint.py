@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import yaml
 
-from regnet_convert.errors import ConvertError
-from regnet_convert.inputs import check_input_file
-from regnet_convert.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
+from regnet_convert.errors import InputError
+from regnet_convert.sources.files import check_input_file
+from regnet_convert.sources.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNSUPPORTED_OPCODE = re.compile(r"Unsupported operand (\d+)")
@@ -70,11 +70,11 @@ def load_tensors_safely(path: Path) -> object:
     try:
         protocol = check_checkpoint(str(path))
     except PickleProblem as exc:
-        raise ConvertError(path, f"refused: {exc}") from None
+        raise InputError(path, f"refused: {exc}") from None
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, IndexError, KeyError):
         protocol = None  # no well-formed pickle: torch.load below says how it is damaged
     if protocol is not None and protocol not in SAFE_PROTOCOLS:
-        raise ConvertError(
+        raise InputError(
             path,
             f"saved with pickle protocol {protocol}, which torch's safe loader (weights_only=True) cannot read; "
             "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that",
@@ -82,15 +82,15 @@ def load_tensors_safely(path: Path) -> object:
     is_zip = zipfile.is_zipfile(path)
     with open(path, "rb") as f:
         if f.read(4) == b"PK\x03\x04" and not is_zip:
-            raise ConvertError(path, "truncated or damaged checkpoint (its zip archive has no central directory)")
+            raise InputError(path, "truncated or damaged checkpoint (its zip archive has no central directory)")
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise ConvertError(path, _describe_load_failure(exc, well_formed=protocol is not None)) from None
+        raise InputError(path, _describe_load_failure(exc, well_formed=protocol is not None)) from None
     except (RecursionError, MemoryError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
-        raise ConvertError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
+        raise InputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
 
 def _parse_cfg(path: Path, cfg: object) -> dict | None:
@@ -98,16 +98,16 @@ def _parse_cfg(path: Path, cfg: object) -> dict | None:
         return cfg
     if isinstance(cfg, str):
         if len(cfg) > MAX_CFG_CHARS:
-            raise ConvertError(path, f"its 'cfg' is {len(cfg):,} characters long, not a pycls config")
+            raise InputError(path, f"its 'cfg' is {len(cfg):,} characters long, not a pycls config")
         try:
             parsed = yaml.safe_load(cfg)
         except yaml.YAMLError as exc:
-            raise ConvertError(path, f"its 'cfg' is not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise InputError(path, f"its 'cfg' is not valid YAML ({str(exc).splitlines()[0]})") from None
         except RecursionError:
-            raise ConvertError(path, "its 'cfg' YAML nests too deeply to be a pycls config") from None
+            raise InputError(path, "its 'cfg' YAML nests too deeply to be a pycls config") from None
         if isinstance(parsed, dict):
             return parsed
-    raise ConvertError(path, f"its 'cfg' is a {type(cfg).__name__}, not a pycls config")
+    raise InputError(path, f"its 'cfg' is a {type(cfg).__name__}, not a pycls config")
 
 
 def tensor_problem(tensor: torch.Tensor) -> str | None:
@@ -125,10 +125,10 @@ def tensor_problem(tensor: torch.Tensor) -> str | None:
 
 def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state:
-        raise ConvertError(path, f"{what} is not a non-empty dict of tensors")
+        raise InputError(path, f"{what} is not a non-empty dict of tensors")
     not_tensors = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if not_tensors:
-        raise ConvertError(path, f"{what} holds entries that are not named tensors, e.g. {not_tensors[0]!r}")
+        raise InputError(path, f"{what} holds entries that are not named tensors, e.g. {not_tensors[0]!r}")
     return state
 
 
@@ -144,7 +144,7 @@ def read_mmcls_checkpoint(path: str | Path) -> SourceCheckpoint:
         return SourceCheckpoint(_tensor_dict(path, obj["state_dict"], "its 'state_dict'"), None, "optimizer" in obj)
     if _is_state_dict(obj):
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
-    raise ConvertError(path, "not an mmclassification checkpoint: no 'state_dict' and not a state dict")
+    raise InputError(path, "not an mmclassification checkpoint: no 'state_dict' and not a state dict")
 
 
 def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
@@ -159,5 +159,5 @@ def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     if isinstance(obj, dict):
         keys = ", ".join(repr(k)[:40] for k in list(obj)[:5])
-        raise ConvertError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
-    raise ConvertError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")
+        raise InputError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
+    raise InputError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")

@@ -56,7 +56,7 @@ class ZooEntry:
 def zoo_entries() -> dict[str, ZooEntry]:
     """All 24 entries, by canonical name (the manifest ships inside the package)."""
     entries = {}
-    for item in json.loads(resources.files("regnet_convert").joinpath("zoo.json").read_text())["models"]:
+    for item in json.loads(resources.files("regnet_convert.zoo").joinpath("zoo.json").read_text())["models"]:
         seed = item.get("seed_table")
         entries[item["name"]] = ZooEntry(
             name=item["name"],

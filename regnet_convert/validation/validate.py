@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 import regnet
 from regnet.metadata import WeightsMetadata
-from regnet_convert.atomic import check_output
-from regnet_convert.convert import prepare
-from regnet_convert.data import CropSettings, make_loader, shard
-from regnet_convert.errors import ConvertError
-from regnet_convert.evaluate import BadImage, Evaluation
-from regnet_convert.imagenet import IMAGENET_CLASSES, find_samples, subset
-from regnet_convert.inputs import check_input_file, weights_kind
-from regnet_convert.manifest import checkpoints_dir, zoo_entries
-from regnet_convert.report import ValidationResult
+from regnet_convert.conversion.atomic import check_output
+from regnet_convert.conversion.convert import convert_in_memory
+from regnet_convert.errors import InputError
+from regnet_convert.sources.files import check_input_file, weights_kind
+from regnet_convert.validation.distributed import Placement
+from regnet_convert.validation.evaluate import Amp, Evaluation
+from regnet_convert.validation.imagenet import IMAGENET_CLASSES, find_samples, subset
+from regnet_convert.validation.loader import CropSettings, make_loader, shard
+from regnet_convert.validation.preprocess import Preset
+from regnet_convert.validation.report import ValidationResult
+from regnet_convert.zoo.manifest import checkpoints_dir, zoo_entries
 
 
 @dataclass
@@ -30,11 +30,11 @@ class ValidationOptions:
     model: str | None = None
     weights: Path | None = None
     labels: Path | None = None
-    preprocess: str = "mmcls"
+    preprocess: Preset = "mmcls"
     batch_size: int = 64
     workers: int = 4
     device: str = "auto"
-    amp: str = "off"
+    amp: Amp = "off"
     channels_last: bool = False
     fast: bool = False
     limit: int | None = None
@@ -54,7 +54,7 @@ def default_weights(name: str) -> Path:
     """`checkpoints/NAME.safetensors`, or an error saying how to make it."""
     path = checkpoints_dir() / f"{name}.safetensors"
     if not path.exists():
-        raise ConvertError(path, f"no converted weights for {name}; get them with: regnet-convert zoo fetch {name}")
+        raise InputError(path, f"no converted weights for {name}; get them with: regnet-convert zoo fetch {name}")
     return path
 
 
@@ -62,12 +62,12 @@ def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
     """A converted file, or a pycls `.pyth` converted in memory; every tensor checked before use."""
     check_input_file(path, "weights file", label="--weights")
     if weights_kind(path) == "checkpoint":
-        state, conversion = prepare(path)
+        state, conversion = convert_in_memory(path)
         return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
     try:
         model = regnet.load(path)
     except regnet.WeightsFileError as exc:
-        raise ConvertError(path, f"not a converted RegNet: {exc}") from None
+        raise InputError(path, f"not a converted RegNet: {exc}") from None
     return model, model.metadata
 
 
@@ -78,38 +78,22 @@ def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsM
         try:
             name = regnet.canonical_name(options.model)
         except KeyError as exc:
-            raise ConvertError(None, f"--model: {exc.args[0]}") from None
+            raise InputError(None, f"--model: {exc.args[0]}") from None
     if options.weights is None and name is None:
-        raise ConvertError(None, "give --model NAME or --weights FILE")
+        raise InputError(None, "give --model NAME or --weights FILE")
     path = options.weights or default_weights(name)
     model, metadata = load_weights(path)
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
-        raise ConvertError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
+        raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
     if name and metadata.config != regnet.zoo_config(name):
-        raise ConvertError(path, f"holds {metadata.model}, not the --model {name} architecture")
+        raise InputError(path, f"holds {metadata.model}, not the --model {name} architecture")
     return model, metadata, path
 
 
-def distributed_context(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the torchrun job when there is one (NCCL on GPU, gloo on CPU)."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConvertError(None, "--device cuda: no CUDA device is available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank = dist.get_rank() if world_size > 1 else 0
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world_size, torch.device("cuda", local)
-    return rank, world_size, torch.device("cpu")
-
-
-def validate(options: ValidationOptions) -> ValidationResult:
+def validate(options: ValidationOptions, placement: Placement) -> ValidationResult:
     """Validate on this process's shard and reduce the counts over the job; every rank gets the result."""
-    rank, world_size, device = distributed_context(options.device)
+    rank, world_size, device = placement.rank, placement.world_size, placement.device
     model, metadata, weights_path = resolve_model(options)
     if options.json_path is not None:  # refused now, not after 50,000 images
         check_output(options.json_path, True, json_inputs(options, weights_path), label="--json")
@@ -125,12 +109,9 @@ def validate(options: ValidationOptions) -> ValidationResult:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last, options.fast)
-    try:
-        counts, wall = evaluation.run(
-            evaluation.prepare(model), loader, options.skip_bad_images, options.progress and rank == 0
-        )
-    except BadImage as error:
-        raise ConvertError(None, f"{error} (use --skip-bad-images to skip such files)") from None
+    counts, wall = evaluation.run(
+        evaluation.model_on_device(model), loader, options.skip_bad_images, options.progress and rank == 0
+    )
     counts = counts.all_reduce()
     if counts.images + len(counts.bad_images) != len(samples):
         raise RuntimeError(f"counted {counts.images + len(counts.bad_images)} images of {len(samples)}")

@@ -8,13 +8,13 @@ import torch
 
 import regnet
 from regnet import RegNet, RegNetConfig
-from regnet.loading import check_against_architecture
 from regnet.metadata import WeightsMetadata
-from regnet_convert.architecture import check_cfg_model_type, find_config
-from regnet_convert.checkpoint import read_pycls_checkpoint
-from regnet_convert.convert import map_pycls_keys
-from regnet_convert.errors import ConvertError
-from regnet_convert.inputs import check_input_file, weights_kind
+from regnet.weights import check_against_architecture
+from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
+from regnet_convert.errors import InputError
+from regnet_convert.sources.checkpoint import read_pycls_checkpoint
+from regnet_convert.sources.files import check_input_file, weights_kind
+from regnet_convert.sources.formats import map_keys
 
 
 def _architecture_lines(config: RegNetConfig) -> list[str]:
@@ -36,7 +36,7 @@ def _architecture_lines(config: RegNetConfig) -> list[str]:
 
 
 def describe(path: str | Path) -> list[str]:
-    """Readable lines about the file; ConvertError when it is neither kind of file."""
+    """Readable lines about the file; InputError when it is neither kind of file."""
     path = Path(path)
     check_input_file(path)
     if weights_kind(path) == "checkpoint":
@@ -46,7 +46,7 @@ def describe(path: str | Path) -> list[str]:
         metadata = WeightsMetadata.from_strings(header.metadata)
         check_against_architecture(header, metadata)
     except regnet.WeightsFileError as exc:
-        raise ConvertError(path, str(exc)) from None
+        raise InputError(path, str(exc)) from None
     dtypes = sorted({entry.dtype for entry in header.tensors.values()})
     pre = metadata.preprocessing
     return [
@@ -64,7 +64,7 @@ def _describe_checkpoint(path: Path) -> list[str]:
     checkpoint = read_pycls_checkpoint(path)
     if checkpoint.cfg is not None:
         check_cfg_model_type(str(path), checkpoint.cfg)
-    state, dropped = map_pycls_keys(path, checkpoint.state)
+    state, dropped = map_keys(path, checkpoint.state)
     config, found_by = find_config(str(path), state, checkpoint.cfg, None)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     kind = "pycls training checkpoint" if checkpoint.cfg is not None or checkpoint.has_optimizer_state else "state dict"

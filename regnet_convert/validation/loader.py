@@ -8,15 +8,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from regnet_convert.imagenet import Sample
-from regnet_convert.preprocess import RESIZE_DTYPES, ImageDecodeError, load_crop, to_chw_tensor
+from regnet_convert.validation.imagenet import Sample
+from regnet_convert.validation.preprocess import RESIZE_DTYPES, ImageDecodeError, Preset, load_crop, to_chw_tensor
 
 
 @dataclass(frozen=True)
 class CropSettings:
     """How images become network input (before normalisation, which happens on the device)."""
 
-    preset: str = "mmcls"
+    preset: Preset = "mmcls"
     resize: int = 256
     crop: int = 224
     channel_order: str = "BGR"

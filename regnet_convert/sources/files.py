@@ -5,34 +5,34 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from regnet_convert.atomic import _kind
-from regnet_convert.errors import ConvertError
+from regnet_convert.conversion.atomic import _kind
+from regnet_convert.errors import InputError
 
 
 def check_input_file(path: Path, what: str = "file", label: str | None = None) -> os.stat_result:
-    """The stat of a readable, non-empty regular file; ConvertError naming `label`/`path` otherwise."""
+    """The stat of a readable, non-empty regular file; InputError naming `label`/`path` otherwise."""
     name = f"{label} {path}" if label else path
     try:
         info = Path(path).stat()
     except FileNotFoundError:
-        raise ConvertError(name, f"no such {what}") from None
+        raise InputError(name, f"no such {what}") from None
     except OSError as exc:
-        raise ConvertError(name, f"cannot be read ({exc.strerror or exc})") from None
+        raise InputError(name, f"cannot be read ({exc.strerror or exc})") from None
     if kind := _kind(info.st_mode):
-        raise ConvertError(name, f"is {kind}, not a {what}")
+        raise InputError(name, f"is {kind}, not a {what}")
     if not os.access(path, os.R_OK):
-        raise ConvertError(name, "cannot be read (permission denied)")
+        raise InputError(name, "cannot be read (permission denied)")
     if info.st_size == 0:
-        raise ConvertError(name, "empty file")
+        raise InputError(name, "empty file")
     return info
 
 
 def weights_kind(path: Path) -> str:
-    """`checkpoint` (torch's zip or legacy pickle) or `safetensors`, from the first bytes; ConvertError otherwise."""
+    """`checkpoint` (torch's zip or legacy pickle) or `safetensors`, from the first bytes; InputError otherwise."""
     with open(path, "rb") as f:
         start = f.read(9)
     if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
         return "checkpoint"
     if start[8:9] == b"{":
         return "safetensors"
-    raise ConvertError(path, "neither a PyTorch checkpoint nor a safetensors file")
+    raise InputError(path, "neither a PyTorch checkpoint nor a safetensors file")

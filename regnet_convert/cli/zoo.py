@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 
 from regnet import WeightsFileError, canonical_name, read_header
-from regnet.loading import check_against_architecture
 from regnet.metadata import WeightsMetadata
-from regnet_convert.atomic import check_output
-from regnet_convert.convert import convert
-from regnet_convert.download import HARD_LIMIT, STALL_TIMEOUT, download
-from regnet_convert.errors import ConvertError
-from regnet_convert.manifest import USER_CHECKPOINTS, ZooEntry, checkpoints_dir, zoo_entries
+from regnet.weights import check_against_architecture
+from regnet_convert.conversion.atomic import check_output
+from regnet_convert.conversion.convert import convert
+from regnet_convert.errors import InputError
+from regnet_convert.zoo.download import HARD_LIMIT, STALL_TIMEOUT, download
+from regnet_convert.zoo.manifest import USER_CHECKPOINTS, ZooEntry, checkpoints_dir, zoo_entries
 
 PYCLS_URL = "https://dl.fbaipublicfiles.com/pycls/"
 MIRROR_SCHEMES = ("http", "https", "file")
@@ -42,17 +42,17 @@ def usable_folder(folder: Path, label: str, create: bool) -> Path:
         except FileExistsError:
             pass  # not a folder: said below
         except OSError as exc:
-            raise ConvertError(name, f"cannot be created ({exc.strerror or exc}); give a writable folder") from None
+            raise InputError(name, f"cannot be created ({exc.strerror or exc}); give a writable folder") from None
     try:
         info = folder.stat()
     except FileNotFoundError:
-        raise ConvertError(name, "does not exist; create it, or give another folder") from None
+        raise InputError(name, "does not exist; create it, or give another folder") from None
     except OSError as exc:
-        raise ConvertError(name, f"cannot be used ({exc.strerror or exc}); give another folder") from None
+        raise InputError(name, f"cannot be used ({exc.strerror or exc}); give another folder") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise ConvertError(name, "is not a folder; give a folder")
+        raise InputError(name, "is not a folder; give a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConvertError(name, "cannot be written (permission denied); give a writable folder")
+        raise InputError(name, "cannot be written (permission denied); give a writable folder")
     return folder
 
 
@@ -80,11 +80,11 @@ def conversion_problem(entry: ZooEntry, path: Path) -> str | None:
 
 
 def already_converted(entry: ZooEntry, output: Path) -> bool:
-    """Whether `output` holds `entry` converted; ConvertError if it holds anything else."""
+    """Whether `output` holds `entry` converted; InputError if it holds anything else."""
     if not output.is_file():
         return False
     if problem := conversion_problem(entry, output):
-        raise ConvertError(
+        raise InputError(
             output, f"exists but is not a valid converted {entry.name} ({problem}); use --force to replace it"
         )
     return True
@@ -102,18 +102,18 @@ def conversion_status(entry: ZooEntry) -> str:
 
 
 def mirror_url(mirror: str) -> str:
-    """`mirror` if it is an http(s):// or file:// URL; ConvertError naming --mirror otherwise."""
+    """`mirror` if it is an http(s):// or file:// URL; InputError naming --mirror otherwise."""
     name = f"--mirror {mirror[:200]!r}"
     if not mirror.strip():
-        raise ConvertError(name, "is empty; give an http(s):// or file:// URL, or leave --mirror out")
+        raise InputError(name, "is empty; give an http(s):// or file:// URL, or leave --mirror out")
     try:
         parts = urllib.parse.urlsplit(mirror)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError as exc:
-        raise ConvertError(name, f"is not a URL ({exc})") from None
+        raise InputError(name, f"is not a URL ({exc})") from None
     located = parts.netloc if parts.scheme in ("http", "https") else parts.path
     if parts.scheme not in MIRROR_SCHEMES or not located or any(c.isspace() or not c.isprintable() for c in mirror):
-        raise ConvertError(name, "is not an http://, https:// or file:// URL of the pycls file tree")
+        raise InputError(name, "is not an http://, https:// or file:// URL of the pycls file tree")
     return mirror
 
 
@@ -133,11 +133,11 @@ def convert_download(entry: ZooEntry, source: Path, output: Path, force: bool, q
     """Convert the download; remove it if its content is at fault (never for a problem with the output)."""
     try:
         convert(source, output, model=entry.name, force=force, quiet=quiet)
-    except ConvertError as error:
+    except InputError as error:
         if error.path != str(source):
             raise
         source.unlink(missing_ok=True)
-        raise ConvertError(source, f"{error.problem}; the download was removed, run again to fetch it anew") from None
+        raise InputError(source, f"{error.problem}; the download was removed, run again to fetch it anew") from None
 
 
 def fetch_one(entry: ZooEntry, mirror: str | None, force: bool, quiet: bool, stall_timeout: float) -> Path:
@@ -161,9 +161,9 @@ def checked_mirror(_ctx: click.Context, _param: click.Parameter, value: str | No
 
 
 def positive_seconds(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    """A click callback: a finite, positive number of seconds; ConvertError naming --stall-timeout otherwise."""
+    """A click callback: a finite, positive number of seconds; InputError naming --stall-timeout otherwise."""
     if not math.isfinite(value) or value <= 0:
-        raise ConvertError("--stall-timeout", f"{value!r} is not a positive number of seconds")
+        raise InputError("--stall-timeout", f"{value!r} is not a positive number of seconds")
     return value
 
 

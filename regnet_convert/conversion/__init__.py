@@ -1,0 +1,1 @@
+"""From a checkpoint's tensors to a checked native RegNet file: architecture finding, conversion, atomic writes."""

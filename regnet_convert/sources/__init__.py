@@ -1,0 +1,1 @@
+"""Reading checkpoints without running pickled code, and naming their tensors natively (pycls, mmcls)."""

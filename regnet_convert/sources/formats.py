@@ -1,0 +1,70 @@
+"""The source formats (pycls, mmcls) and the one place their tensors get native names, checked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from regnet_convert.errors import InputError
+from regnet_convert.sources import mmcls_keys, pycls_keys
+from regnet_convert.sources.checkpoint import (
+    SourceCheckpoint,
+    read_mmcls_checkpoint,
+    read_pycls_checkpoint,
+    tensor_problem,
+)
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How to read one kind of checkpoint and name its tensors natively."""
+
+    name: str
+    read: Callable[[str | Path], SourceCheckpoint]
+    to_native: Callable[[str], str | None]
+
+
+FORMATS = {
+    "pycls": SourceFormat("pycls", read_pycls_checkpoint, pycls_keys.to_native),
+    "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, mmcls_keys.to_native),
+}
+
+
+def rank_problem(key: str, tensor: torch.Tensor) -> str | None:
+    """Why a native-named tensor has the wrong number of dimensions for its name, or None."""
+    is_conv = key.endswith(".conv.weight") or key.endswith(("se.reduce.weight", "se.expand.weight"))
+    rank = 4 if is_conv else 2 if key == "head.fc.weight" else 1
+    if tensor.dim() != rank:
+        return f"is {tensor.dim()}-d (shape {list(tensor.shape)}), expected {rank}-d for its name"
+    return None
+
+
+def map_keys(
+    path: Path, state: dict[str, torch.Tensor], to_native: Callable[[str], str | None] = pycls_keys.to_native
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every tensor under its native name, checked; unknown keys, or two keys for one name, are an error.
+
+    Returns the native state and the BN counters left out (`num_batches_tracked`).
+    """
+    if all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    native, source_of, dropped, unknown = {}, {}, [], []
+    for key, tensor in state.items():
+        if pycls_keys.is_dropped(key):
+            dropped.append(key)
+        elif (name := to_native(key)) is None:
+            unknown.append(key)
+        elif name in native:
+            raise InputError(path, f"two tensors, {source_of[name]!r} and {key!r}, are both {name!r}")
+        else:
+            native[name], source_of[name] = tensor, key
+    if unknown:
+        examples = ", ".join(repr(k)[:60] for k in unknown[:3])
+        raise InputError(path, f"not a RegNet: {len(unknown)} tensor(s) no RegNet has, e.g. {examples}")
+    for name, tensor in native.items():
+        if problem := tensor_problem(tensor) or rank_problem(name, tensor):
+            raise InputError(path, f"tensor {source_of[name]!r} {problem}")
+    return native, dropped

@@ -1,0 +1,1 @@
+"""The pycls model zoo: its packaged manifest, verified resumable downloads, fetch-and-convert."""
