@@ -55,11 +55,10 @@ def pycls_model(name: str):
 
 def timm_model(name: str):
     """timm's RegNet of the same architecture, or None with the reason it is unavailable."""
-    timm_names = {"regnetx_400mf": "regnetx_004", "regnety_4.0gf": "regnety_040"}
     try:
         import timm
 
-        return timm.create_model(timm_names[name], pretrained=False).eval(), ""
+        return timm.create_model(regnet.zoo_model(name).timm_name, pretrained=False).eval(), ""
     except Exception as exc:  # ImportError, or torchvision failing to load beside this torch
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
 

@@ -5,7 +5,7 @@ from regnet.design import RegNetParams
 from regnet.metadata import WeightsFileError
 from regnet.model import RegNet
 from regnet.weights import is_safetensors, load, read_header, read_metadata, save
-from regnet.zoo import ZOO, canonical_name, pycls_name, zoo_config
+from regnet.zoo import ZOO, ZooModel, canonical_name, pycls_name, zoo_config, zoo_model, zoo_models
 
 __all__ = [
     "ZOO",
@@ -14,6 +14,7 @@ __all__ = [
     "RegNetParams",
     "StageConfig",
     "WeightsFileError",
+    "ZooModel",
     "canonical_name",
     "create_model",
     "is_safetensors",
@@ -23,6 +24,8 @@ __all__ = [
     "read_metadata",
     "save",
     "zoo_config",
+    "zoo_model",
+    "zoo_models",
 ]
 
 

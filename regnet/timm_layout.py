@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import re
 
+from regnet.zoo import zoo_models
+
 # zoo name -> timm model name
-TIMM_NAMES = {
-    f"regnet{family}_{size}": f"regnet{family}_{code}"
-    for family in "xy"
-    for size, code in [
-        ("200mf", "002"), ("400mf", "004"), ("600mf", "006"), ("800mf", "008"), ("1.6gf", "016"),
-        ("3.2gf", "032"), ("4.0gf", "040"), ("6.4gf", "064"), ("8.0gf", "080"), ("12gf", "120"),
-        ("16gf", "160"), ("32gf", "320"),
-    ]
-}  # fmt: skip
+TIMM_NAMES = {name: model.timm_name for name, model in zoo_models().items()}
 _RENAMED = {"shortcut.": "downsample.", "se.reduce.": "se.fc1.", "se.expand.": "se.fc2."}
 _NATIVE_BLOCK = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
 _TIMM_BLOCK = re.compile(r"^s(\d+)\.b(\d+)\.(.+)$")

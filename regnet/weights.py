@@ -169,11 +169,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
 
 
 def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
-    """Write native-named tensors and their metadata as a converted file (tensors named in `metadata.layout`).
+    """Write native-named tensors (e.g. a RegNet's `state_dict()`) and their metadata as a converted file.
+
+    Tensors are named in `metadata.layout`; BN `num_batches_tracked` counters are left out.
 
     Tensors that share memory are stored as copies (safetensors refuses shared storage). Not atomic:
     `regnet-convert` writes through a temporary file.
     """
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # training counters
     if metadata.layout == "timm":
         state = {to_timm(k): v for k, v in state.items()}
     save_file(_unshared(state), os.fspath(path), metadata.to_strings())

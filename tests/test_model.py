@@ -13,7 +13,7 @@ from pycls_oracle import configure_regnet
 import regnet
 from regnet import RegNetConfig, RegNetParams, StageConfig
 
-MANIFEST = json.loads((Path(__file__).parents[1] / "regnet_convert" / "zoo" / "zoo.json").read_text())["models"]
+MANIFEST = json.loads((Path(__file__).parents[1] / "regnet" / "zoo.json").read_text())["models"]
 
 
 @pytest.mark.parametrize("entry", MANIFEST, ids=[e["name"] for e in MANIFEST])
@@ -104,3 +104,36 @@ def test_backbone_api():
     assert float(model.head.fc.bias.detach().abs().max()) == 0.0
     model.reset_classifier(0)
     assert model(x).shape == (2, 368)
+
+
+@pytest.mark.parametrize("name", list(regnet.ZOO))
+def test_torchvision_builder_in_the_table_has_pycls_widths(name):
+    """The table names a torchvision builder exactly when torchvision's RegNet has the same tensors."""
+    import torchvision.models
+
+    from regnet.model import expected_shapes
+
+    family, size = name.split("_")
+    candidates = {f"regnet_{family[-1]}_{size.replace('.0gf', 'gf').replace('.', '_')}"}
+    builders = [b for b in candidates if hasattr(torchvision.models, b)]
+    ours = sorted(expected_shapes(regnet.zoo_config(name)).values())
+    matching = [
+        b
+        for b in builders
+        if sorted(
+            tuple(t.shape) for k, t in getattr(torchvision.models, b)().state_dict().items() if "num_batches" not in k
+        )
+        == ours
+    ]
+    assert regnet.zoo_model(name).torchvision_builder == (matching[0] if matching else None)
+
+
+def test_save_beside_load_round_trip(tmp_path, converted_200mf):
+    path, _ = converted_200mf
+    model = regnet.load(path)
+    regnet.save(tmp_path / "copy.safetensors", model.state_dict(), model.metadata)
+    again = regnet.load(tmp_path / "copy.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(again(x), model(x))
+    assert again.metadata == model.metadata

@@ -13,11 +13,12 @@ import click
 from regnet import WeightsFileError, canonical_name, read_header
 from regnet.metadata import WeightsMetadata
 from regnet.weights import check_against_architecture
+from regnet.zoo import ZooModel
 from regnet_convert.conversion.atomic import check_output
 from regnet_convert.conversion.convert import convert
 from regnet_convert.errors import InputError
 from regnet_convert.zoo.download import HARD_LIMIT, STALL_TIMEOUT, download
-from regnet_convert.zoo.manifest import USER_CHECKPOINTS, ZooEntry, checkpoints_dir, zoo_entries
+from regnet_convert.zoo.manifest import USER_CHECKPOINTS, checkpoints_dir, zoo_entries
 
 PYCLS_URL = "https://dl.fbaipublicfiles.com/pycls/"
 MIRROR_SCHEMES = ("http", "https", "file")
@@ -68,7 +69,7 @@ def download_folder() -> Path:
     return usable_folder(cache_dir(), "REGNET_CACHE" if os.environ.get("REGNET_CACHE") else "download cache", True)
 
 
-def conversion_problem(entry: ZooEntry, path: Path) -> str | None:
+def conversion_problem(entry: ZooModel, path: Path) -> str | None:
     """None if `path` is a well-formed converted file of `entry`'s model, else what is wrong with it."""
     try:
         header = read_header(path)
@@ -79,7 +80,7 @@ def conversion_problem(entry: ZooEntry, path: Path) -> str | None:
     return None if metadata.model == entry.name else f"it holds {metadata.model[:40]}"
 
 
-def already_converted(entry: ZooEntry, output: Path) -> bool:
+def already_converted(entry: ZooModel, output: Path) -> bool:
     """Whether `output` holds `entry` converted; InputError if it holds anything else."""
     if not output.is_file():
         return False
@@ -90,7 +91,7 @@ def already_converted(entry: ZooEntry, output: Path) -> bool:
     return True
 
 
-def conversion_status(entry: ZooEntry) -> str:
+def conversion_status(entry: ZooModel) -> str:
     """`yes`, `no`, `invalid` (something else is in its place) or `?` (the folder cannot be read)."""
     output = converted_path(entry.name)
     try:
@@ -117,19 +118,19 @@ def mirror_url(mirror: str) -> str:
     return mirror
 
 
-def source_url(entry: ZooEntry, mirror: str | None) -> str:
+def source_url(entry: ZooModel, mirror: str | None) -> str:
     """The pycls file's address, on `mirror` when one is given."""
     if mirror is None:
         return entry.weights_url
     return mirror.rstrip("/") + "/" + entry.weights_url.removeprefix(PYCLS_URL)
 
 
-def largest_download(entry: ZooEntry) -> int:
+def largest_download(entry: ZooModel) -> int:
     """The manifest's size, else a bound no pycls file of the model reaches (four float32 copies and 16 MiB)."""
     return entry.size if entry.size is not None else min(HARD_LIMIT, 16 * entry.params + (16 << 20))
 
 
-def convert_download(entry: ZooEntry, source: Path, output: Path, force: bool, quiet: bool) -> None:
+def convert_download(entry: ZooModel, source: Path, output: Path, force: bool, quiet: bool) -> None:
     """Convert the download; remove it if its content is at fault (never for a problem with the output)."""
     try:
         convert(source, output, model=entry.name, force=force, quiet=quiet)
@@ -140,7 +141,7 @@ def convert_download(entry: ZooEntry, source: Path, output: Path, force: bool, q
         raise InputError(source, f"{error.problem}; the download was removed, run again to fetch it anew") from None
 
 
-def fetch_one(entry: ZooEntry, mirror: str | None, force: bool, quiet: bool, stall_timeout: float) -> Path:
+def fetch_one(entry: ZooModel, mirror: str | None, force: bool, quiet: bool, stall_timeout: float) -> Path:
     """Download (or reuse) the pycls file and convert it into the checkpoints folder."""
     output = checkpoints_folder() / f"{entry.name}.safetensors"
     if not force and already_converted(entry, output):

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from regnet.zoo import Accuracy, ZooModel
 from regnet_convert.conversion.atomic import atomic_output
 from regnet_convert.validation.evaluate import Counts
 from regnet_convert.validation.imagenet import FULL_VALIDATION_SET
 from regnet_convert.validation.preprocess import arithmetic
-from regnet_convert.zoo.manifest import Accuracy, ZooEntry
 
 # which published numbers each preprocessing preset reproduces
 PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
@@ -34,7 +34,7 @@ class ValidationResult:
     tolerance: float
     wall_seconds: float
     demo: bool = False
-    zoo: ZooEntry | None = None
+    zoo: ZooModel | None = None
     weights_dtype: str = "float32"
 
     @property
