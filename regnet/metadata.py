@@ -41,6 +41,7 @@ class WeightsMetadata:
     source_sha256: str
     converter_version: str
     layout: Layout = "native"
+    categories: tuple[str, ...] | None = None  # one label per class: ImageNet-1k's WordNet ids, in class order
 
     @property
     def model(self) -> str:
@@ -66,6 +67,7 @@ class WeightsMetadata:
             "source_sha256": self.source_sha256,
             "converter_version": self.converter_version,
             "layout": self.layout,
+            **({"categories": json.dumps(list(self.categories))} if self.categories else {}),
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class WeightsMetadata:
                 source_sha256=meta["source_sha256"],
                 converter_version=meta["converter_version"],
                 layout=_choice(meta.get("layout", "native"), LAYOUTS),
+                categories=_categories(meta.get("categories")),
             )
         except KeyError as exc:
             raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None
@@ -118,6 +121,16 @@ def _triple(value: object, low: float) -> tuple[float, float, float]:
     if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= low for v in value):
         raise ValueError(f"implausible mean or std {value}")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _categories(text: str | None) -> tuple[str, ...] | None:
+    """The class labels, when the file has them: a JSON list of short strings."""
+    if text is None:
+        return None
+    labels = json.loads(text)
+    if not (isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= 100 for x in labels)):
+        raise ValueError("categories must be a list of class labels")
+    return tuple(labels)
 
 
 def _size(text: str) -> int:

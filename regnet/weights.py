@@ -141,6 +141,10 @@ def check_against_architecture(header: Header, metadata: WeightsMetadata) -> dic
     problems = shape_problems({native: header.tensors[k].shape for native, k in names.items()}, config)
     if problems:
         raise WeightsFileError("its tensors contradict its architecture: " + "; ".join(problems))
+    if metadata.categories is not None and len(metadata.categories) != config.num_classes:
+        raise WeightsFileError(
+            f"its metadata names {len(metadata.categories)} categories for {config.num_classes} classes"
+        )
     dtypes = {entry.dtype for entry in header.tensors.values()}
     if len(dtypes) > 1:
         raise WeightsFileError(f"its tensors mix dtypes ({', '.join(sorted(dtypes))})")

@@ -147,3 +147,13 @@ def test_legacy_non_zip_checkpoint_format(tmp_path, runner):
     output = tmp_path / "out.safetensors"
     convert(runner, source, output)
     assert_same_logits(reference, output)
+
+
+def test_imagenet_categories_travel_with_the_weights(converted_200mf, runner):
+    from regnet_convert.validation.imagenet import wnids
+
+    path, _ = converted_200mf
+    assert regnet.read_metadata(path).categories == wnids()
+    result = runner.invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert "categories:   1000 (n01440764, n01443537, n01484850, ..., n15075141)" in result.output

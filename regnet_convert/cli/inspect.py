@@ -57,7 +57,14 @@ def describe(path: str | Path) -> list[str]:
         f"resize {pre.resize}, crop {pre.crop}",
         f"source:       {metadata.source_format} {metadata.source_file[:200]} (sha256 {metadata.source_sha256[:64]})",
         f"converter:    regnet-convert {metadata.converter_version[:40]}",
+        f"categories:   {_categories(metadata.categories)}",
     ]
+
+
+def _categories(categories: tuple[str, ...] | None) -> str:
+    if not categories:
+        return "none recorded"
+    return f"{len(categories)} ({', '.join(categories[:3])}, ..., {categories[-1]})"
 
 
 def _describe_checkpoint(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ from regnet_convert.conversion.architecture import check_cfg_model_type, find_co
 from regnet_convert.conversion.atomic import atomic_output, check_output
 from regnet_convert.errors import InputError
 from regnet_convert.sources.formats import FORMATS, map_keys
+from regnet_convert.validation.imagenet import wnids
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
@@ -123,6 +124,7 @@ def convert_in_memory(
         source_file=source.name,
         source_sha256=sha256_of(source, quiet),
         converter_version=__version__,
+        categories=wnids() if config.num_classes == len(wnids()) else None,
     )
     return state, Conversion(config, found_by, metadata, len(state))
 
