@@ -25,11 +25,9 @@ from regnet.fast import fast_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the peers: pycls oracle and OpenCV reference pipeline
-ROWS: list[tuple[str, str, str]] = []
 
 
 def report(section: str, what: str, value: str) -> None:
-    ROWS.append((section, what, value))
     print(f"{section:12} {what:58} {value}", flush=True)
 
 
