@@ -42,6 +42,7 @@ class WeightsMetadata:
     converter_version: str
     layout: Layout = "native"
     categories: tuple[str, ...] | None = None  # one label per class: ImageNet-1k's WordNet ids, in class order
+    category_names: tuple[str, ...] | None = None  # readable names in the same order ("tench", "goldfish", ...)
 
     @property
     def model(self) -> str:
@@ -68,6 +69,7 @@ class WeightsMetadata:
             "converter_version": self.converter_version,
             "layout": self.layout,
             **({"categories": json.dumps(list(self.categories))} if self.categories else {}),
+            **({"category_names": json.dumps(list(self.category_names))} if self.category_names else {}),
         }
 
     @classmethod
@@ -96,6 +98,7 @@ class WeightsMetadata:
                 converter_version=meta["converter_version"],
                 layout=_choice(meta.get("layout", "native"), LAYOUTS),
                 categories=_categories(meta.get("categories")),
+                category_names=_categories(meta.get("category_names")),
             )
         except KeyError as exc:
             raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None

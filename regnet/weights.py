@@ -141,10 +141,9 @@ def check_against_architecture(header: Header, metadata: WeightsMetadata) -> dic
     problems = shape_problems({native: header.tensors[k].shape for native, k in names.items()}, config)
     if problems:
         raise WeightsFileError("its tensors contradict its architecture: " + "; ".join(problems))
-    if metadata.categories is not None and len(metadata.categories) != config.num_classes:
-        raise WeightsFileError(
-            f"its metadata names {len(metadata.categories)} categories for {config.num_classes} classes"
-        )
+    labels = [len(x) for x in (metadata.categories, metadata.category_names) if x is not None]
+    if any(count != config.num_classes for count in labels):
+        raise WeightsFileError(f"its categories or class names are not one per class ({config.num_classes})")
     dtypes = {entry.dtype for entry in header.tensors.values()}
     if len(dtypes) > 1:
         raise WeightsFileError(f"its tensors mix dtypes ({', '.join(sorted(dtypes))})")

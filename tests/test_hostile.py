@@ -607,7 +607,7 @@ def damaged_safetensors() -> list[tuple[str, Setup, str]]:
         ("crop-over-resize", _metadata(test_crop="300"), "larger than the test resize"),
         ("resize-huge", _metadata(test_resize="100000"), "implausible test size"),
         ("layout-unknown", _metadata(layout="keras"), "not one of native, timm"),
-        ("categories-wrong-count", _metadata(categories='["n01440764"]'), "1 categories for 1000 classes"),
+        ("categories-wrong-count", _metadata(categories='["n01440764"]'), "are not one per class (1000)"),
         ("categories-not-a-list", _metadata(categories="5"), "categories must be a list"),
         ("missing-tensor", _tensors(lambda s: s.pop("stem.bn.running_var")), "missing"),
         ("extra-tensor", _tensors(lambda s: s.__setitem__("extra.weight", torch.zeros(2))), "not part of this model"),

@@ -58,6 +58,7 @@ def describe(path: str | Path) -> list[str]:
         f"source:       {metadata.source_format} {metadata.source_file[:200]} (sha256 {metadata.source_sha256[:64]})",
         f"converter:    regnet-convert {metadata.converter_version[:40]}",
         f"categories:   {_categories(metadata.categories)}",
+        f"class names:  {_categories(metadata.category_names)}",
     ]
 
 

@@ -19,7 +19,7 @@ from regnet_convert.conversion.architecture import check_cfg_model_type, find_co
 from regnet_convert.conversion.atomic import atomic_output, check_output
 from regnet_convert.errors import InputError
 from regnet_convert.sources.formats import FORMATS, map_keys
-from regnet_convert.validation.imagenet import wnids
+from regnet_convert.validation.imagenet import class_names, wnids
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
@@ -117,6 +117,7 @@ def convert_in_memory(
     if rgb:
         state, preprocessing = to_rgb(state, preprocessing)
         log("stem input channels reversed: the model takes RGB input")
+    imagenet = config.num_classes == len(wnids())
     metadata = WeightsMetadata(
         config=config,
         preprocessing=preprocessing,
@@ -124,7 +125,8 @@ def convert_in_memory(
         source_file=source.name,
         source_sha256=sha256_of(source, quiet),
         converter_version=__version__,
-        categories=wnids() if config.num_classes == len(wnids()) else None,
+        categories=wnids() if imagenet else None,
+        category_names=class_names() if imagenet else None,
     )
     return state, Conversion(config, found_by, metadata, len(state))
 

