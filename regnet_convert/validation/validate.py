@@ -108,6 +108,9 @@ def validate(options: ValidationOptions, placement: Placement) -> ValidationResu
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        if options.amp == "off":  # float32 means float32: no TF32 convolutions or matmuls on Ampere and later
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
     evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last, options.fast)
     counts, wall = evaluation.run(
         evaluation.model_on_device(model), loader, options.skip_bad_images, options.progress and rank == 0
