@@ -14,7 +14,7 @@ FORMAT_VERSION = "1"
 
 
 ChannelOrder = Literal["BGR", "RGB"]
-Layout = Literal["native", "timm"]  # tensor names: ours, or timm's RegNet
+Layout = Literal["native", "timm", "torchvision"]  # tensor names: ours, timm's RegNet or torchvision's
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 

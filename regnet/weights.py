@@ -21,7 +21,15 @@ from safetensors.torch import load_file, save_file
 from regnet.metadata import WeightsFileError, WeightsMetadata
 from regnet.model import RegNet, shape_problems
 from regnet.timm_layout import from_timm, to_timm
+from regnet.torchvision_layout import from_torchvision, to_torchvision
 from regnet.zoo import ZOO, zoo_config
+
+# layout -> (native name -> its name, its name -> native name)
+LAYOUT_NAMES = {
+    "native": (lambda key: key, lambda key: key),
+    "timm": (to_timm, from_timm),
+    "torchvision": (to_torchvision, from_torchvision),
+}
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # the floating dtypes a converted file may hold
@@ -135,7 +143,8 @@ def check_against_architecture(header: Header, metadata: WeightsMetadata) -> dic
         metadata.model not in ZOO or zoo_config(metadata.model, config.num_classes) != config
     ):
         raise WeightsFileError(f"its metadata names {metadata.model[:40]!r}, but its architecture is not that model")
-    names = {(from_timm(k) if metadata.layout == "timm" else k): k for k in header.tensors}
+    to_native = LAYOUT_NAMES[metadata.layout][1]
+    names = {to_native(k): k for k in header.tensors}
     if len(names) != len(header.tensors):
         raise WeightsFileError("two tensors map to one native name")
     problems = shape_problems({native: header.tensors[k].shape for native, k in names.items()}, config)
@@ -180,8 +189,8 @@ def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMeta
     `regnet-convert` writes through a temporary file.
     """
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # training counters
-    if metadata.layout == "timm":
-        state = {to_timm(k): v for k, v in state.items()}
+    renamed = LAYOUT_NAMES[metadata.layout][0]
+    state = {renamed(k): v for k, v in state.items()}
     save_file(_unshared(state), os.fspath(path), metadata.to_strings())
 
 

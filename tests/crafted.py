@@ -17,8 +17,6 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
-from regnet_convert.validation.imagenet import wnids
-
 TINY = {"depths": [1, 2], "widths": [16, 32], "group_widths": [8, 8], "bot_muls": [1.0, 1.0]}
 
 
@@ -40,9 +38,8 @@ class Fixtures:
 
 def build_fixtures(folder: Path) -> Fixtures:
     """Write the genuine files with pycls's own model and checkpoint code, and convert them."""
+    from helpers import class_folder, convert_file
     from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkpoint
-
-    from regnet_convert.conversion.convert import convert
 
     configure_anynet(**TINY, num_classes=1000)
     tiny = save_genuine_checkpoint(randomize(build(), seed=1), folder / "tiny-train")
@@ -52,18 +49,16 @@ def build_fixtures(folder: Path) -> Fixtures:
         contents = torch.load(source, weights_only=True)
         contents.pop("optimizer_state")  # keeps every copy small
         torch.save(contents, target)
-    convert(paths["tiny"], folder / "tiny.safetensors")
-    convert(paths["zoo"], folder / "regnetx_200mf.safetensors")
+    tiny_safetensors = convert_file(paths["tiny"], folder / "tiny.safetensors")
+    zoo_safetensors = convert_file(paths["zoo"], folder / "regnetx_200mf.safetensors")
     val = folder / "val"
     rng = np.random.default_rng(0)
-    for c, wnid in enumerate(wnids()[:2]):
-        (val / wnid).mkdir(parents=True)
+    for c in range(2):
+        class_dir = class_folder(val, c)
         for i in range(3):
             pixels = rng.integers(0, 256, (300 + 20 * i, 260 + 30 * c, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(val / wnid / f"img_{c}_{i}.JPEG", quality=85)
-    return Fixtures(
-        folder, paths["tiny"], paths["zoo"], folder / "tiny.safetensors", folder / "regnetx_200mf.safetensors", val
-    )
+            Image.fromarray(pixels).save(class_dir / f"img_{c}_{i}.JPEG", quality=85)
+    return Fixtures(folder, paths["tiny"], paths["zoo"], tiny_safetensors, zoo_safetensors, val)
 
 
 def save(obj: object, path: Path, **options) -> Path:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from crafted import code_running_checkpoint
+from helpers import run_convert_cli
 from pycls.core.config import cfg, reset_cfg
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
@@ -60,20 +62,9 @@ def test_truncated_checkpoint(tmp_path, runner, zoo_checkpoint):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-class RunsCode:
-    """An object whose unpickling would create a file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_pickle_that_would_run_code_is_refused_and_not_run(tmp_path, runner):
     marker = tmp_path / "pwned"
-    source = tmp_path / "evil.pyth"
-    torch.save({"model_state": {"stem.conv.weight": torch.zeros(1)}, "cfg": RunsCode(marker)}, source)
+    source = code_running_checkpoint(tmp_path / "evil.pyth", str(marker))
     line = run_failing(runner, source, tmp_path / "out.safetensors")
     assert "evil.pyth: refused to unpickle" in line and "system" in line
     assert not marker.exists()
@@ -135,7 +126,7 @@ def test_existing_output_is_kept_without_force(tmp_path, runner, zoo_checkpoint)
     line = run_failing(runner, zoo_checkpoint, output)
     assert "out.safetensors: already exists (use --force" in line
     assert output.read_bytes() == b"precious"
-    assert runner.invoke(main, ["pycls", str(zoo_checkpoint), str(output), "--force"]).exit_code == 0
+    run_convert_cli(runner, "pycls", zoo_checkpoint, output, "--force")
     assert output.read_bytes() != b"precious"
     assert_nothing_written(tmp_path, output, zoo_checkpoint.parents[1])
 

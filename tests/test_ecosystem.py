@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import probe_input, relative_difference
+from helpers import generated_val_set, probe_input, relative_difference, run_convert_cli, validation_record
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file
 
@@ -26,11 +24,6 @@ def pycls_to_mmcls(key: str, prefix: str, head: str) -> str:
     return f"{prefix}layer{stage[1:]}.{int(block[1:]) - 1}.{renamed}.{tensor}"
 
 
-def convert(runner, *args) -> None:
-    result = runner.invoke(main, [*map(str, args), "--quiet"])
-    assert result.exit_code == 0, result.output
-
-
 @pytest.mark.parametrize("prefix, head", [("backbone.", "head.fc"), ("", "fc")])
 def test_mmcls_checkpoint_converts_to_the_same_tensors_and_logits(tmp_path, runner, prefix, head):
     reference = randomize(build("regnetx_800mf"), seed=4)
@@ -38,8 +31,8 @@ def test_mmcls_checkpoint_converts_to_the_same_tensors_and_logits(tmp_path, runn
     state = {pycls_to_mmcls(k, prefix, head): v for k, v in reference.state_dict().items()}
     mmcls_file = tmp_path / "RegNetX-800MF-mmcls.pth"
     torch.save({"meta": {"CLASSES": ["tench"] * 1000, "epoch": 100}, "state_dict": state}, mmcls_file)
-    convert(runner, "pycls", pycls_file, tmp_path / "from_pycls.safetensors")
-    convert(runner, "mmcls", mmcls_file, tmp_path / "from_mmcls.safetensors")
+    run_convert_cli(runner, "pycls", pycls_file, tmp_path / "from_pycls.safetensors", "--quiet")
+    run_convert_cli(runner, "mmcls", mmcls_file, tmp_path / "from_mmcls.safetensors", "--quiet")
 
     a, b = load_file(tmp_path / "from_pycls.safetensors"), load_file(tmp_path / "from_mmcls.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -64,8 +57,8 @@ def test_mmcls_unknown_keys_are_an_error(tmp_path, runner):
 def bgr_and_rgb(tmp_path, runner):
     reference = randomize(build("regnety_200mf"), seed=2)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
-    convert(runner, "pycls", source, tmp_path / "bgr.safetensors")
-    convert(runner, "pycls", source, tmp_path / "rgb.safetensors", "--rgb")
+    run_convert_cli(runner, "pycls", source, tmp_path / "bgr.safetensors", "--quiet")
+    run_convert_cli(runner, "pycls", source, tmp_path / "rgb.safetensors", "--rgb", "--quiet")
     return reference, tmp_path / "bgr.safetensors", tmp_path / "rgb.safetensors"
 
 
@@ -82,19 +75,11 @@ def test_rgb_flips_the_stem_and_records_the_channel_order(bgr_and_rgb):
 
 
 def test_rgb_file_validates_exactly_like_the_bgr_file(tmp_path, runner, bgr_and_rgb):
-    from regnet_convert.cli.validate import main as validate
-    from regnet_convert.demo import make_images
-    from regnet_convert.validation.imagenet import wnids
-
     _, bgr_file, rgb_file = bgr_and_rgb
-    for i, path in enumerate(make_images(tmp_path / "staging", 10, seed=2)):
-        (tmp_path / "val" / wnids()[i]).mkdir(parents=True)
-        path.rename(tmp_path / "val" / wnids()[i] / path.name)
-    records = []
-    for file in (bgr_file, rgb_file):
-        out = tmp_path / f"{file.stem}.json"
-        args = ["--weights", file, "--data", tmp_path / "val", "--workers", "0", "--quiet", "--json", out]
-        assert runner.invoke(validate, [str(a) for a in args]).exit_code == 0
-        records.append(json.loads(out.read_text()))
+    val = generated_val_set(tmp_path, 10, seed=2)
+    records = [
+        validation_record(runner, tmp_path / f"{file.stem}.json", "--weights", file, "--data", val)
+        for file in (bgr_file, rgb_file)
+    ]
     assert [r["channel_order"] for r in records] == ["BGR", "RGB"]
     assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])

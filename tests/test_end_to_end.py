@@ -10,12 +10,11 @@ and react to small input changes (a plain random network predicts one class for 
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import validation_record
 from images import photo_set
 from opencv_reference import pycls_val_set, reference_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
@@ -23,7 +22,6 @@ from safetensors.torch import load_file, save_file
 
 import regnet
 from regnet_convert.cli.convert import main as convert_main
-from regnet_convert.cli.validate import main as validate_main
 from regnet_convert.validation import preprocess
 
 
@@ -69,11 +67,9 @@ def validate(runner, setup, labels_rank: int = 0, label_preset: str = "mmcls", *
     labels = root / f"labels_{label_preset}_{labels_rank}.txt"
     classes = ranked[label_preset][:, labels_rank].tolist()
     labels.write_text("".join(f"{p.name} {c}\n" for p, c in zip(photos, classes, strict=True)))
-    out = root / "result.json"
-    args = ["--weights", converted, "--data", root / "val", "--labels", labels, *args]
-    result = runner.invoke(validate_main, [*map(str, args), "--json", str(out), "--workers", "0", "--quiet"])
-    assert result.exit_code == 0, result.output
-    return json.loads(out.read_text())
+    return validation_record(
+        runner, root / "result.json", "--weights", converted, "--data", root / "val", "--labels", labels, *args
+    )
 
 
 def test_reference_predictions_are_diverse(setup):

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import relative_difference
+from helpers import generated_val_set, native_model_with_random_bn, relative_difference, validation_record
 
-import regnet
 from regnet.fast import fast_model, fold_batchnorm
-from regnet_convert.cli.validate import main
-
-
-def with_random_statistics(name: str) -> regnet.RegNet:
-    torch.manual_seed(0)
-    model = regnet.create_model(name).eval()
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.weight.data.uniform_(0.5, 1.5)
-        bn.bias.data.normal_(0, 0.1)
-        bn.running_mean.normal_(0, 0.1)
-        bn.running_var.uniform_(0.5, 2.0)
-    return model
 
 
 @pytest.mark.parametrize(
     "name, backend", [("regnetx_400mf", "jit"), ("regnety_800mf", "jit"), ("regnety_200mf", "compile")]
 )
 def test_fast_fp32_agrees_with_reference(name, backend):
-    model = with_random_statistics(name)
+    model = native_model_with_random_bn(name, seed=0, affine=True)
     x = torch.randn(64, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     fast = fast_model(model, "cpu", backend)
     with torch.inference_mode():
@@ -39,7 +24,7 @@ def test_fast_fp32_agrees_with_reference(name, backend):
 
 
 def test_folding_removes_every_batchnorm_and_keeps_the_original():
-    model = with_random_statistics("regnety_200mf")
+    model = native_model_with_random_bn("regnety_200mf", seed=0, affine=True)
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -49,19 +34,11 @@ def test_folding_removes_every_batchnorm_and_keeps_the_original():
 
 
 def test_validate_fast_gives_the_reference_counts(runner, tmp_path, converted_200mf):
-    from regnet_convert.demo import make_images
-    from regnet_convert.validation.imagenet import wnids
-
     weights, _ = converted_200mf
-    for i, path in enumerate(make_images(tmp_path / "staging", 12, seed=9)):
-        (tmp_path / "val" / wnids()[i % 4]).mkdir(parents=True, exist_ok=True)
-        path.rename(tmp_path / "val" / wnids()[i % 4] / path.name)
-    records = []
-    for extra in ([], ["--fast"]):
-        out = tmp_path / f"r{len(records)}.json"
-        args = ["--weights", weights, "--data", tmp_path / "val", "--workers", "0", "--quiet", "--json", out, *extra]
-        result = runner.invoke(main, [str(a) for a in args])
-        assert result.exit_code == 0, result.output
-        records.append(json.loads(out.read_text()))
+    val = generated_val_set(tmp_path, 12, seed=9, class_of=lambda i: i % 4)
+    records = [
+        validation_record(runner, tmp_path / f"r{i}.json", "--weights", weights, "--data", val, *extra)
+        for i, extra in enumerate([[], ["--fast"]])
+    ]
     assert records[1]["fast"] is True
     assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])

@@ -40,6 +40,7 @@ from crafted import (
     with_cfg,
     with_state,
 )
+from helpers import convert_file
 from hostile import Case, Zygote, check_refusal, snapshot
 
 Setup = Callable[[Path, Fixtures], object]
@@ -688,22 +689,18 @@ def _weights(d: Path, fx: Fixtures) -> None:
 
 
 def _ten_classes(d: Path, fx: Fixtures) -> None:
-    from regnet_convert.conversion.convert import convert
-
     contents = fx.checkpoint(zoo=True)
     contents["model_state"]["head.fc.weight"] = contents["model_state"]["head.fc.weight"][:10].clone()
     contents["model_state"]["head.fc.bias"] = contents["model_state"]["head.fc.bias"][:10].clone()
     contents = with_cfg(contents, set_key("MODEL", "NUM_CLASSES", 10))
     save(contents, d / "src10.pyth")
-    convert(d / "src10.pyth", d / "w10.safetensors")
+    convert_file(d / "src10.pyth", d / "w10.safetensors")
     (d / "src10.pyth").unlink()
 
 
 def _eps_variant(d: Path, fx: Fixtures) -> None:
-    from regnet_convert.conversion.convert import convert
-
     save(with_cfg(fx.checkpoint(zoo=True), set_key("BN", "EPS", 0.1)), d / "eps.pyth")
-    convert(d / "eps.pyth", d / "eps.safetensors")
+    convert_file(d / "eps.pyth", d / "eps.safetensors")
     (d / "eps.pyth").unlink()
 
 
@@ -909,7 +906,46 @@ def validation_cases() -> list[Case]:
     return cases
 
 
-ALL_CASES = damaged_checkpoints() + bad_tensors() + key_cases() + cfg_cases() + output_cases() + safetensors_cases()
+def export_cases() -> list[Case]:
+    """`regnet-convert export`: the same input and output rules as conversion."""
+
+    def case(id: str, argv: list[str], setup: Setup, says: list[str]) -> Case:
+        return Case(f"export-{id}", CONVERT, ["export", *argv], setup, says)
+
+    weights = lambda d, fx: shutil.copy(fx.tiny_safetensors, d / "w.safetensors")  # noqa: E731
+    return [
+        case("output-is-source", ["w.safetensors", "w.safetensors", "--to", "timm", "--force"], weights,
+             ["w.safetensors", "is the input file"]),
+        case("output-exists", ["w.safetensors", "o.safetensors", "--to", "timm"],
+             _then(weights, lambda d, fx: (d / "o.safetensors").write_bytes(b"keep")), ["already exists"]),
+        case("output-is-directory", ["w.safetensors", "val", "--to", "torchvision"],
+             _then(weights, lambda d, fx: (d / "val").mkdir()), ["is a directory"]),
+        case("unknown-target", ["w.safetensors", "o.onnx", "--to", "keras"], weights, ["--to"]),
+        case("no-target", ["w.safetensors", "o.safetensors"], weights, ["--to"]),
+        case("source-missing", ["nope.safetensors", "o.safetensors", "--to", "timm"], weights, ["no such weights file"]),
+        case("source-fifo", ["pipe", "o.safetensors", "--to", "timm"], lambda d, fx: _fifo(d, "pipe"), ["is a FIFO"]),
+        case("source-truncated", ["bad.safetensors", "o.safetensors", "--to", "torchvision"],
+             _bytes(lambda fx: fx.tiny_safetensors.read_bytes()[:-1000]), ["bad.safetensors", "truncated"]),
+        case("source-lies-about-model", ["bad.safetensors", "o.safetensors", "--to", "timm"],
+             _architecture(lambda a: a.__setitem__("name", "regnetx_400mf"), zoo=True), ["not that model"]),
+        case("source-code-pickle", ["bad.pyth", "o.safetensors", "--to", "timm"],
+             lambda d, fx: code_running_checkpoint(d / "bad.pyth", str(d / "pwned")), ["refused to unpickle"]),
+        case("source-deep-pickle", ["bad.pyth", "o.safetensors", "--to", "torchvision"],
+             lambda d, fx: (d / "bad.pyth").write_bytes(deep_pickle(200_000)), ["nests deeper"]),
+        case("source-jpeg", ["x.JPEG", "o.safetensors", "--to", "timm"],
+             lambda d, fx: (d / "x.JPEG").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)), ["neither a PyTorch"]),
+    ]  # fmt: skip
+
+
+ALL_CASES = (
+    export_cases()
+    + damaged_checkpoints()
+    + bad_tensors()
+    + key_cases()
+    + cfg_cases()
+    + output_cases()
+    + safetensors_cases()
+)
 ALL_CASES += validation_cases()
 
 
@@ -935,9 +971,7 @@ def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path)
 
 def _converted(dtype: str | None, *options: str) -> Setup:
     def setup(d: Path, fx: Fixtures) -> None:
-        from regnet_convert.conversion.convert import convert
-
-        convert(fx.tiny_pyth, d / "w.safetensors", dtype=dtype, **({"rgb": True} if "rgb" in options else {}))
+        convert_file(fx.tiny_pyth, d / "w.safetensors", dtype=dtype, **({"rgb": True} if "rgb" in options else {}))
 
     return setup
 
@@ -953,9 +987,7 @@ def test_every_dtype_validates_in_float32(dtype, path, fixtures, zygote, tmp_pat
             with_state(fixtures.checkpoint(), lambda s: s.update({k: v.double() for k, v in s.items()})),
             folder / "d.pyth",
         )
-        from regnet_convert.conversion.convert import convert
-
-        convert(folder / "d.pyth", folder / "w.safetensors")
+        convert_file(folder / "d.pyth", folder / "w.safetensors")
     else:
         _converted(dtype)(folder, fixtures)
     argv = ["--weights", "w.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json", *path]

@@ -13,7 +13,6 @@ import hashlib
 import http.server
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from helpers import convert_file, unused_port
 from hostile import Outcome, Zygote, check_refusal, snapshot
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
@@ -198,12 +198,10 @@ BEHAVIOURS: dict[str, Callable[[HostileHandler], None]] = {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Served:
-    from regnet_convert.conversion.convert import convert
-
     folder = tmp_path_factory.mktemp("zoo-served")
     source = save_genuine_checkpoint(randomize(build("regnetx_200mf"), seed=8), folder / "train")
-    convert(source, folder / "converted.safetensors", model="regnetx_200mf")
-    return Served(source.read_bytes(), (folder / "converted.safetensors").read_bytes())
+    converted = convert_file(source, folder / "converted.safetensors", model="regnetx_200mf")
+    return Served(source.read_bytes(), converted.read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -221,13 +219,6 @@ def zoo_zygote():
     process = Zygote()
     yield process
     process.close()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- cases ---------------------------------------------------------------------------------------------------
@@ -444,7 +435,7 @@ ALL_CASES = mirror_cases() + server_cases() + folder_cases()
 def argv(case: ZooCase, base: str, folder: Path) -> list[str]:
     mirror = f"{base}/{case.id}/{case.behaviour}/" if case.behaviour else case.mirror
     assert mirror is not None
-    mirror = mirror.format(folder=folder, closed=closed_port())
+    mirror = mirror.format(folder=folder, closed=unused_port())
     models = [] if "--all" in case.extra else [case.model]
     return ["zoo", "fetch", *models, "--mirror", mirror, "-q", *case.extra]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import probe_input
+from helpers import probe_input
 from pycls.core.checkpoint import load_checkpoint
 from pycls_oracle import build
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import probe_input, relative_difference
+from helpers import probe_input, relative_difference
 from pycls_oracle import build, configure_regnet, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file
 from timm.models.regnet import RegNet as TimmRegNet

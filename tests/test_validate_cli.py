@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
+from helpers import generated_val_set, unused_port, validation_record
 
 from regnet_convert.cli.validate import main
-from regnet_convert.demo import make_images
 from regnet_convert.validation.imagenet import wnids
 
 
 @pytest.fixture(scope="module")
 def small_val(tmp_path_factory):
     """21 generated JPEGs in three class folders (an odd count, so shards are uneven)."""
-    root = tmp_path_factory.mktemp("val")
-    images = make_images(root / "staging", 21, seed=5)
-    for i, path in enumerate(images):
-        folder = root / "val" / wnids()[i % 3 * 100]
-        folder.mkdir(parents=True, exist_ok=True)
-        path.rename(folder / path.name)
-    return root / "val"
+    return generated_val_set(tmp_path_factory.mktemp("val"), 21, seed=5, class_of=lambda i: i % 3 * 100)
 
 
 def run_validate(runner, *args):
@@ -48,13 +41,10 @@ def test_report_and_json(runner, tmp_path, small_val, converted_200mf):
 
 def test_limit_takes_a_deterministic_subset(runner, tmp_path, small_val, converted_200mf):
     weights, _ = converted_200mf
-    records = []
-    for name in ("a.json", "b.json"):
-        result = run_validate(
-            runner, "--weights", weights, "--data", small_val, "--limit", 5, "--json", tmp_path / name
-        )
-        assert result.exit_code == 0, result.output
-        records.append(json.loads((tmp_path / name).read_text()))
+    records = [
+        validation_record(runner, tmp_path / name, "--weights", weights, "--data", small_val, "--limit", 5)
+        for name in ("a.json", "b.json")
+    ]
     assert records[0]["images"] == 5
     assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])
 
@@ -86,12 +76,6 @@ def test_model_without_converted_weights_says_how_to_get_them(runner, tmp_path, 
     assert "get them with: regnet-convert zoo fetch regnetx_4.0gf" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_give_the_single_process_result(tmp_path, small_val, converted_200mf):
     weights, _ = converted_200mf
     common = ["--weights", str(weights), "--data", str(small_val), "--quiet", "--workers", "0", "--batch-size", "4"]
@@ -105,7 +89,7 @@ def test_two_processes_give_the_single_process_result(tmp_path, small_val, conve
         "--nproc-per-node",
         "2",
         "--master-port",
-        str(free_port()),
+        str(unused_port()),
     ]
     subprocess.run(
         [*torchrun, "-m", "regnet_convert.cli.validate", *common, "--json", str(double)], check=True, timeout=300

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import probe_input, relative_difference
+from helpers import probe_input, relative_difference, run_convert_cli
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
-from regnet_convert.cli.convert import main
 from regnet_convert.sources.pycls_keys import to_native
 
 
@@ -18,8 +17,7 @@ def test_converted_zoo_model_matches_pycls(name, tmp_path, runner):
     source = save_genuine_checkpoint(reference, tmp_path)
     output = tmp_path / f"{name}.safetensors"
 
-    result = runner.invoke(main, ["pycls", str(source), str(output), "--quiet"])
-    assert result.exit_code == 0, result.output
+    run_convert_cli(runner, "pycls", source, output, "--quiet")
     source.unlink()
 
     converted = regnet.load(output)
@@ -37,7 +35,7 @@ def test_converted_tensors_are_bit_exact_and_named_natively(name, tmp_path, runn
     reference = randomize(build(name), seed=7)
     source = save_genuine_checkpoint(reference, tmp_path)
     output = tmp_path / "out.safetensors"
-    assert runner.invoke(main, ["pycls", str(source), str(output)]).exit_code == 0
+    run_convert_cli(runner, "pycls", source, output)
 
     converted = regnet.load(output).state_dict()
     pycls_state = reference.state_dict()

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 import torch
-from conftest import probe_input
+from helpers import probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+import regnet
 from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
 from regnet_convert.cli.common import ReportingGroup
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.convert import DTYPES, convert
+from regnet_convert.export.export import TARGETS, export
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +44,7 @@ def conversion_command(source_format: str, summary: str) -> Callable:
     @click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Cast floating tensors (default: keep).")
     @click.option("--rgb", is_flag=True, help="Reverse the stem input channels: the model takes RGB (like timm).")
     @click.option("--layout", type=click.Choice(LAYOUTS), default="native", show_default=True,
-                  help="Tensor names: native, or timm's (for timm.create_model).")  # fmt: skip
+                  help="Tensor names: native, timm's or torchvision's (see also: export).")  # fmt: skip
     @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
     @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -74,6 +76,30 @@ main.add_command(zoo)
 def inspect_command(file: Path) -> None:
     """Show the model, size, complexity and metadata of a .pyth or converted FILE."""
     click.echo("\n".join(describe(file)))
+
+
+@main.command("export")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="The library whose layout to write.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists (never the SOURCE).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def export_command(source: Path, output: Path, target: str, force: bool, quiet: bool) -> None:
+    """Write a converted file (any layout) or a pycls checkpoint SOURCE in another library's layout.
+
+    \b
+    --to timm         timm.create_model(NAME).load_state_dict(load_file(OUTPUT), strict=True)
+    --to torchvision  torchvision.models.RegNet(BlockParams(...)) built from the file's architecture; the zoo
+                      builders regnet_x_800mf ... that have pycls's widths load it too (regnet_x_400mf,
+                      regnet_y_800mf and regnet_y_8gf have other widths: their weights are not pycls's)
+    Both take RGB input (the stem is reversed when SOURCE is BGR); regnet.load reads the output back.
+    """
+    metadata = export(source, output, target, force)
+    if not quiet:
+        model = metadata.model
+        names = regnet.zoo_model(model) if model != "custom" else None
+        hint = {"timm": names and names.timm_name, "torchvision": names and names.torchvision_builder}[target]
+        click.echo(f"{source} -> {output}: {model} in {target}'s layout, RGB input" + (f" ({hint})" if hint else ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Converted weights written in the layouts other libraries load: timm's and torchvision's RegNet."""

@@ -1,0 +1,106 @@
+"""Helpers the test files share (plain functions; the fixtures are in conftest.py).
+
+Converting: `run_convert_cli` runs `regnet-convert` in-process and asserts it succeeded; `convert_file` calls the
+library's `convert` directly (no command line, no exit status). Validating: `validation_record` runs
+`regnet-validate` in-process and returns its JSON record. pycls models and checkpoints: pycls_oracle.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner, Result
+
+import regnet
+from regnet_convert.cli.convert import main as convert_main
+from regnet_convert.cli.validate import main as validate_main
+from regnet_convert.conversion.convert import convert
+from regnet_convert.demo import make_images
+from regnet_convert.validation.imagenet import wnids
+
+# ---- tensors and models -------------------------------------------------------------------------------------
+
+
+def probe_input(resolution: int = 64, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A fixed random image batch."""
+    return torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(seed))
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def native_model_with_random_bn(name: str, seed: int, affine: bool = False) -> regnet.RegNet:
+    """`regnet.create_model(name)` in eval mode after `torch.manual_seed(seed)`, with random BN running statistics
+    (and, with `affine`, random BN scales and shifts), so that no BN layer is the identity.
+
+    For a pycls model with random weights *and* statistics from its own generator: `pycls_oracle.randomize`.
+    """
+    torch.manual_seed(seed)
+    model = regnet.create_model(name).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            if affine:
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.normal_(0, 0.1)
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+# ---- the command-line tools, in-process ---------------------------------------------------------------------
+
+
+def run_convert_cli(runner: CliRunner, *args: object) -> Result:
+    """`regnet-convert ARGS...` (subcommand included) in-process; asserts it succeeded and returns its result."""
+    result = runner.invoke(convert_main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def convert_file(source: str | Path, output: str | Path, **options: object) -> Path:
+    """Convert through the library call `regnet_convert.conversion.convert.convert` (no CLI); returns `output`."""
+    convert(source, output, **options)
+    return Path(output)
+
+
+def validation_record(runner: CliRunner, out: Path, *args: object) -> dict:
+    """`regnet-validate ARGS... --workers 0 --quiet --json OUT` in-process; asserts it succeeded and returns the
+    JSON record it wrote."""
+    result = runner.invoke(validate_main, [*map(str, args), "--workers", "0", "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+# ---- ImageNet-style folders ---------------------------------------------------------------------------------
+
+
+def class_folder(val: Path, index: int) -> Path:
+    """`val/<wnid>`: the folder of ImageNet class `index` (its position in the sorted WordNet ids), created."""
+    folder = val / wnids()[index]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def generated_val_set(root: Path, count: int, seed: int, class_of: Callable[[int], int] = lambda i: i) -> Path:
+    """`count` generated JPEGs (`regnet_convert.demo.make_images`, written to `root/staging`) moved into the
+    ImageNet class folders of `root/val`, the i-th image into class `class_of(i)`; returns `root/val`."""
+    val = root / "val"
+    for i, path in enumerate(make_images(root / "staging", count, seed=seed)):
+        path.rename(class_folder(val, class_of(i)) / path.name)
+    return val
+
+
+# ---- network ------------------------------------------------------------------------------------------------
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

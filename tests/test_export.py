@@ -1,0 +1,117 @@
+"""`regnet-convert export --to torchvision|timm`, checked by torchvision 0.29.1 and timm 1.0.31 themselves.
+
+Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert
+export --to torchvision` -> strict load into `torchvision.models.RegNet` built from the file's architecture (and
+into the zoo builder where its widths are pycls's), and torchvision must compute pycls's logits.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import timm
+import torch
+import torchvision.models
+from click.testing import CliRunner
+from helpers import probe_input
+from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkpoint
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.models.regnet import BlockParams
+
+import regnet
+from regnet.torchvision_layout import from_torchvision, to_torchvision
+from regnet_convert.cli.convert import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def torchvision_regnet(config: regnet.RegNetConfig) -> nn.Module:
+    """torchvision's RegNet with the per-stage architecture of a converted file's metadata."""
+    stages = config.stages
+    params = BlockParams(
+        depths=[s.depth for s in stages],
+        widths=[s.width for s in stages],
+        group_widths=[s.group_width for s in stages],
+        bottleneck_multipliers=[s.bottleneck_multiplier for s in stages],
+        strides=[s.stride for s in stages],
+        se_ratio=config.se_ratio,
+    )
+    norm = partial(nn.BatchNorm2d, eps=config.bn_eps)
+    return torchvision.models.RegNet(
+        params, num_classes=config.num_classes, stem_width=config.stem_width, norm_layer=norm
+    )
+
+
+def export(source, output, target: str) -> None:
+    result = CliRunner().invoke(main, ["export", str(source), str(output), "--to", target, "--quiet"])
+    assert result.exit_code == 0 and not result.output, result.output
+
+
+def assert_computes_pycls_logits(model: nn.Module, state: dict, reference: nn.Module) -> None:
+    """Strict load; with the stem turned back to BGR, every tensor reproduces pycls bit for bit."""
+    model.eval()
+    x = probe_input()
+    stem = "stem.0.weight" if "stem.0.weight" in state else "stem.conv.weight"  # torchvision's or timm's name
+    model.load_state_dict({**state, stem: state[stem].flip(1)}, strict=True)
+    with torch.inference_mode():
+        assert torch.equal(model(x), reference(x))
+    model.load_state_dict(state, strict=True)  # the file as written: it takes RGB
+
+
+@pytest.mark.parametrize("name", list(regnet.ZOO))
+def test_torchvision_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, name):
+    reference = randomize(build(name), seed=5)
+    source = save_genuine_checkpoint(reference, tmp_path / "train")
+    output = tmp_path / "tv.safetensors"
+    export(source, output, "torchvision")
+    state, ours = load_file(output), regnet.load(output)
+    assert ours.metadata.layout == "torchvision" and ours.metadata.preprocessing.channel_order == "RGB"
+    assert_computes_pycls_logits(torchvision_regnet(ours.metadata.config), state, reference)
+    builder = regnet.zoo_model(name).torchvision_builder
+    if builder:
+        assert_computes_pycls_logits(getattr(torchvision.models, builder)(), state, reference)
+    with torch.inference_mode():  # regnet.load reads the file back: RGB in, pycls's logits
+        x = probe_input()
+        assert torch.allclose(ours.double()(x.flip(1).double()), reference.double()(x.double()), rtol=1e-5, atol=1e-9)
+
+
+def test_custom_regnet_exports_to_torchvision(tmp_path):
+    configure_anynet(
+        [1, 2, 3], [24, 56, 56], [4, 7, 14], [1.0, 0.5, 1.0], se_ratio=0.5, num_classes=10, strides=[2, 2, 1]
+    )
+    reference = randomize(build(), seed=3)
+    source = save_genuine_checkpoint(reference, tmp_path / "train")
+    export(source, tmp_path / "custom.safetensors", "torchvision")
+    ours = regnet.load(tmp_path / "custom.safetensors")
+    assert ours.metadata.model == "custom"
+    assert_computes_pycls_logits(
+        torchvision_regnet(ours.metadata.config), load_file(tmp_path / "custom.safetensors"), reference
+    )
+
+
+def test_native_to_torchvision_to_timm_and_back_is_bit_identical(tmp_path, converted_200mf):
+    native, reference = converted_200mf
+    export(native, tmp_path / "tv.safetensors", "torchvision")
+    export(tmp_path / "tv.safetensors", tmp_path / "timm.safetensors", "timm")  # from one export to another
+    timm_model = timm.create_model("regnetx_002", pretrained=False)
+    assert_computes_pycls_logits(timm_model, load_file(tmp_path / "timm.safetensors"), reference)
+    original = regnet.load(native).state_dict()
+    for path in (tmp_path / "tv.safetensors", tmp_path / "timm.safetensors"):
+        again = regnet.load(path).state_dict()
+        again["stem.conv.weight"] = again["stem.conv.weight"].flip(1)  # the one tensor an RGB export changes
+        assert all(torch.equal(again[k], original[k]) for k in original)
+
+
+def test_torchvision_key_mapping_inverts_on_torchvisions_own_names():
+    names = [k for k in torchvision.models.regnet_y_400mf().state_dict() if "num_batches" not in k]
+    assert all(to_torchvision(from_torchvision(k)) == k for k in names)
+    assert from_torchvision("trunk_output.block2.block2-0.f.se.fc1.bias") == "stages.1.0.se.reduce.bias"
