@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+# Far beyond any RegNet (pycls's largest has 27 blocks, widths up to 3712), and small enough that a crafted
+# architecture can never cost more than seconds: a plausibility bound, checked before anything is built.
+MAX_BLOCKS, MAX_STAGES, MAX_WIDTH, MAX_CLASSES, MAX_STRIDE, MAX_RATIO = 256, 32, 1 << 16, 1 << 20, 8, 16.0
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -42,6 +46,7 @@ class RegNetConfig:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("a RegNet needs at least one stage")
+        self._check_plausible()
         for i, stage in enumerate(self.stages, start=1):
             if min(stage.depth, stage.width, stage.group_width, stage.stride) < 1:
                 raise ValueError(f"stage {i}: depth, width, group width and stride must be positive")
@@ -58,6 +63,24 @@ class RegNetConfig:
             raise ValueError("stem width, classes and input channels must be positive")
         if not (math.isfinite(self.bn_eps) and self.bn_eps > 0):
             raise ValueError(f"BN eps must be a positive number, not {self.bn_eps}")
+
+    def _check_plausible(self) -> None:
+        """Refuse sizes no RegNet has (they would only cost time and memory), before any arithmetic on them."""
+        blocks = sum(stage.depth for stage in self.stages)
+        widths = [w for stage in self.stages for w in (stage.width, stage.group_width)] + [self.stem_width]
+        ratios = [stage.bottleneck_multiplier for stage in self.stages] + [self.se_ratio or 1.0]
+        problems = [
+            (len(self.stages) > MAX_STAGES, f"{len(self.stages)} stages (at most {MAX_STAGES})"),
+            (blocks > MAX_BLOCKS, f"{blocks} blocks (at most {MAX_BLOCKS})"),
+            (max(widths) > MAX_WIDTH, f"a width of {max(widths)} (at most {MAX_WIDTH})"),
+            (self.num_classes > MAX_CLASSES, f"{self.num_classes} classes (at most {MAX_CLASSES})"),
+            (self.in_channels > 64, f"{self.in_channels} input channels (at most 64)"),
+            (max(stage.stride for stage in self.stages) > MAX_STRIDE, f"a stride over {MAX_STRIDE}"),
+            (not all(0 <= r <= MAX_RATIO for r in ratios), f"a bottleneck or SE ratio over {MAX_RATIO:g}"),
+            (not 0 < self.bn_eps <= 1, f"BN eps {self.bn_eps} (a positive number up to 1)"),
+        ]
+        if found := [text for bad, text in problems if bad]:
+            raise ValueError("implausible RegNet: " + "; ".join(found))
 
     def tensor_count(self) -> int:
         """How many tensors the model's state dict holds (BN counters excluded), computed without building it."""

@@ -12,7 +12,7 @@ from itertools import groupby
 
 import numpy as np
 
-from regnet.config import RegNetConfig, StageConfig
+from regnet.config import MAX_BLOCKS, MAX_RATIO, MAX_STRIDE, MAX_WIDTH, RegNetConfig, StageConfig
 
 
 def quantized_linear_widths(w0: int, wa: float, wm: float, depth: int, quantum: int = 8) -> list[int]:
@@ -59,6 +59,10 @@ class RegNetParams:
             raise ValueError("RegNet depth, group width, stem width and stride must be positive")
         if self.bottleneck_multiplier <= 0 or (self.se_ratio is not None and self.se_ratio <= 0):
             raise ValueError("the bottleneck multiplier and SE ratio must be positive")
+        if max(self.bottleneck_multiplier, self.se_ratio or 1.0) > MAX_RATIO or self.depth > MAX_BLOCKS:
+            raise ValueError(f"implausible RegNet: depth over {MAX_BLOCKS} or a ratio over {MAX_RATIO:g}")
+        if max(self.w0, self.group_width, self.stem_width) > MAX_WIDTH or self.stride > MAX_STRIDE:
+            raise ValueError(f"implausible RegNet: a width over {MAX_WIDTH} or a stride over {MAX_STRIDE}")
         if not (self.wa >= 0 and self.w0 > 0 and self.wm > 1 and self.w0 % self.quantum == 0):
             raise ValueError(
                 f"invalid RegNet parameters w0={self.w0} wa={self.wa} wm={self.wm} (quantum {self.quantum})"

@@ -202,7 +202,7 @@ def shape_problems(shapes: Mapping[str, tuple[int, ...]], config: RegNetConfig, 
     of 10^8) is refused without building it.
     """
     implied = config.tensor_count()
-    if implied > 4 * len(shapes) + 100:
+    if implied > 4 * len(shapes) + 100:  # far off: say so without building the model
         return [f"the architecture implies {implied:,} tensors, the file holds {len(shapes):,}"]
     expected = expected_shapes(config)
     problems = []

@@ -189,3 +189,32 @@ def png_bytes(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def shortened_record(source: Path, target: Path, record: str = "/data/0") -> Path:
+    """A well-formed zip whose storage `record` holds half its bytes (its tensor would borrow the next record's)."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as out:
+        for info in original.infolist():
+            data = original.read(info.filename)
+            out.writestr(info, data[: len(data) // 2] if info.filename.endswith(record) else data)
+    return target
+
+
+def hdr_image(width: int, height: int) -> bytes:
+    """A Radiance HDR picture: OpenCV decodes it, Pillow cannot read its header."""
+    import cv2
+
+    ok, data = cv2.imencode(".hdr", np.full((height, width, 3), 0.5, np.float32))
+    assert ok
+    return data.tobytes()
+
+
+def zero_size_tensors(source: Path, target: Path, count: int) -> Path:
+    """The file's metadata and tensors, plus `count` empty tensors and an architecture that many blocks deep."""
+    header, data = split_safetensors(source)
+    arch = json.loads(header["__metadata__"]["architecture"])
+    arch["stages"][-1]["depth"] = count // 15
+    header["__metadata__"]["architecture"] = json.dumps(arch)
+    for i in range(count):
+        header[f"stages.9.{i}.conv1.bn.bias"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    return join_safetensors(target, header, data)

@@ -1,4 +1,4 @@
-"""`regnet-convert export --to torchvision|timm`, checked by torchvision 0.29.1 and timm 1.0.31 themselves.
+"""`regnet-convert export --to torchvision|timm` and the imports back, checked by torchvision 0.29.1 and timm 1.0.31.
 
 Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert
 export --to torchvision` -> strict load into `torchvision.models.RegNet` built from the file's architecture (and
@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.models.regnet import BlockParams
 
 import regnet
+from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet.torchvision_layout import from_torchvision, to_torchvision
 from regnet_convert.cli.convert import main
 
@@ -115,3 +116,30 @@ def test_torchvision_key_mapping_inverts_on_torchvisions_own_names():
     names = [k for k in torchvision.models.regnet_y_400mf().state_dict() if "num_batches" not in k]
     assert all(to_torchvision(from_torchvision(k)) == k for k in names)
     assert from_torchvision("trunk_output.block2.block2-0.f.se.fc1.bias") == "stages.1.0.se.reduce.bias"
+
+
+@pytest.mark.parametrize("target", ["timm", "torchvision"])
+@pytest.mark.parametrize("name", [*regnet.ZOO, "custom"])
+def test_native_to_target_to_native_is_bit_identical(tmp_path, name, target):
+    """Export to a library's layout, import it back: every tensor as it was (the stem reversed twice)."""
+    if name == "custom":
+        params = regnet.RegNetParams(depth=6, w0=16, wa=12.0, wm=2.2, group_width=8, bottleneck_multiplier=0.5,
+                                     se_ratio=0.5, stem_width=24)  # fmt: skip
+        model = regnet.RegNet(params.config(num_classes=7)).init_weights()
+    else:
+        model = regnet.create_model(name)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.normal_(0, 0.1)
+        bn.running_var.uniform_(0.5, 2.0)
+    metadata = WeightsMetadata(model.config, Preprocessing(), "test", "x", "0" * 64, "test")
+    regnet.save(tmp_path / "native.safetensors", model.state_dict(), metadata)
+    export(tmp_path / "native.safetensors", tmp_path / "exported.safetensors", target)
+    (tmp_path / "native.safetensors").unlink()
+    exported, back_file = str(tmp_path / "exported.safetensors"), str(tmp_path / "back.safetensors")
+    result = CliRunner().invoke(main, [target, exported, back_file, "--quiet"])
+    assert result.exit_code == 0, result.output
+    back = load_file(back_file)
+    assert regnet.read_metadata(tmp_path / "back.safetensors").preprocessing.channel_order == "RGB"
+    original = {k: v for k, v in model.state_dict().items() if "num_batches" not in k}
+    back["stem.conv.weight"] = back["stem.conv.weight"].flip(1)
+    assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)

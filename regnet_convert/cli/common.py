@@ -90,7 +90,8 @@ def exit_code_of(run: Callable[[], object]) -> int:
     except Exception as error:  # a bug: one line, not a traceback (REGNET_DEBUG=1 shows it)
         if os.environ.get("REGNET_DEBUG"):
             raise
-        error_line(f"internal error ({type(error).__name__}: {error}); please report it")
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        error_line(f"internal error ({type(error).__name__}: {first_line}); please report it")
         return EXIT_INTERNAL
 
 

@@ -39,10 +39,14 @@ def conversion_command(source_format: str, summary: str) -> Callable:
     """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option."""
 
     @click.argument("source", type=click.Path(path_type=Path))
-    @click.argument("output", type=click.Path(path_type=Path))
+    @click.argument("output", type=click.Path())  # a str: a trailing "/" must reach the output check
     @click.option("--model", metavar="NAME", help="Zoo model the weights must be (e.g. regnetx_4.0gf).")
     @click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Cast floating tensors (default: keep).")
-    @click.option("--rgb", is_flag=True, help="Reverse the stem input channels: the model takes RGB (like timm).")
+    @click.option(
+        "--rgb",
+        is_flag=True,
+        help="Make the model take RGB (reverses a BGR stem, as timm's copies of pycls weights do).",
+    )
     @click.option("--layout", type=click.Choice(LAYOUTS), default="native", show_default=True,
                   help="Tensor names: native, timm's or torchvision's (see also: export).")  # fmt: skip
     @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
@@ -68,6 +72,10 @@ def conversion_command(source_format: str, summary: str) -> Callable:
 
 conversion_command("pycls", "Convert a pycls checkpoint SOURCE (.pyth, or a bare state dict) into OUTPUT.")
 conversion_command("mmcls", "Convert an mmclassification RegNet checkpoint SOURCE (.pth) into OUTPUT.")
+conversion_command("timm", "Convert timm RegNet weights SOURCE (.safetensors or a torch file) into OUTPUT (RGB input).")
+conversion_command(
+    "torchvision", "Convert torchvision RegNet weights SOURCE (.safetensors or a torch file) into OUTPUT (RGB input)."
+)
 main.add_command(zoo)
 
 
@@ -80,7 +88,7 @@ def inspect_command(file: Path) -> None:
 
 @main.command("export")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path())
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="The library whose layout to write.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists (never the SOURCE).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")

@@ -62,15 +62,13 @@ class FiniteFloat(click.ParamType):
 @click.option(
     "--limit", type=click.IntRange(1), help="Quick check on a deterministic, evenly spread subset of N images."
 )
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), help="Also write the result as JSON (atomically)."
-)
+@click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON (atomically).")
 @click.option("--tolerance", type=FiniteFloat(), default=0.1, show_default=True,
               help="Allowed |difference| in percentage points for PASS.")  # fmt: skip
 @click.option("--skip-bad-images", is_flag=True, help="Skip undecodable images (the result is then not comparable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--demo", is_flag=True, hidden=True)
-def main(json_path: Path | None, quiet: bool, **kwargs) -> None:
+def main(json_path: str | None, quiet: bool, **kwargs) -> None:
     """Validate a converted RegNet on ImageNet and compare with the seed table and pycls.
 
     \b

@@ -42,19 +42,22 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def check_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: str | None = None) -> Path:
+def check_output(path: str | Path, force: bool, inputs: Iterable[Path] = (), label: str | None = None) -> Path:
     """The real destination of `path` (a symlink's target), after refusing what must not be written.
 
     Refused: an existing file without `force`, a directory, FIFO, socket or device, the same file as one
     of `inputs`, a missing or unwritable folder. `label` names the option in messages (e.g. `--json`).
     """
-    name = f"{label} {path}" if label else path
+    text = os.fspath(path)
+    name = f"{label} {text!r}" if label and not text else f"{label} {path}" if label else path
+    if not text or text.endswith(os.sep):
+        raise InputError(name, "is not a file name; give a file name to write")
     path = Path(path)
     target = path
     try:
         if stat.S_ISLNK(os.lstat(path).st_mode):
             target = Path(os.path.realpath(path))
-        info = target.stat()
+        info = os.stat(path)  # what the link leads to (a pipe behind /dev/stdout is a FIFO)
     except FileNotFoundError:
         info = None
     except OSError as exc:

@@ -84,11 +84,18 @@ def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch
     return model
 
 
-def to_rgb(state: dict[str, torch.Tensor], pre: Preprocessing) -> tuple[dict[str, torch.Tensor], Preprocessing]:
-    """Reverse the stem's input channels (and mean/std) so the network takes RGB instead of BGR."""
-    flipped = {**state, "stem.conv.weight": state["stem.conv.weight"].flip(1).contiguous()}
+def reversed_order(pre: Preprocessing) -> Preprocessing:
+    """The same preprocessing for the other channel order (BGR <-> RGB), mean and std reversed with it."""
     order = "RGB" if pre.channel_order == "BGR" else "BGR"
-    return flipped, Preprocessing(order, pre.mean[::-1], pre.std[::-1], pre.resize, pre.crop)
+    return Preprocessing(order, pre.mean[::-1], pre.std[::-1], pre.resize, pre.crop)
+
+
+def reverse_channels(
+    state: dict[str, torch.Tensor], pre: Preprocessing
+) -> tuple[dict[str, torch.Tensor], Preprocessing]:
+    """Reverse the stem's input channels (and mean/std): a BGR network takes RGB, or the other way round."""
+    flipped = {**state, "stem.conv.weight": state["stem.conv.weight"].flip(1).contiguous()}
+    return flipped, reversed_order(pre)
 
 
 def convert_in_memory(
@@ -113,10 +120,10 @@ def convert_in_memory(
     log(f"architecture from {found_by}: {config.name or 'custom RegNet'}")
     state = cast_checked(source, state, dtype)
     build_checked_model(source, config, state)
-    preprocessing = BGR_PREPROCESSING
-    if rgb:
-        state, preprocessing = to_rgb(state, preprocessing)
-        log("stem input channels reversed: the model takes RGB input")
+    preprocessing = BGR_PREPROCESSING if fmt.channel_order == "BGR" else reversed_order(BGR_PREPROCESSING)
+    if rgb and preprocessing.channel_order == "BGR":
+        state, preprocessing = reverse_channels(state, preprocessing)
+        log(f"stem input channels reversed: the model takes {preprocessing.channel_order} input")
     imagenet = config.num_classes == len(wnids())
     metadata = WeightsMetadata(
         config=config,
@@ -161,8 +168,8 @@ def convert(
     log: Callable[[str], None] = lambda _: None,
 ) -> Conversion:
     """Convert one checkpoint; the output appears complete or not at all."""
+    check_output(output, force, inputs=[Path(source)])  # before Path(): a trailing "/" is refused
     output = Path(output)
-    check_output(output, force, inputs=[Path(source)])
     state, conversion = convert_in_memory(
         source, source_format=source_format, model=model, dtype=dtype, rgb=rgb, quiet=quiet, log=log
     )

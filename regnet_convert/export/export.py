@@ -17,7 +17,7 @@ import regnet
 from regnet.metadata import WeightsMetadata
 from regnet.weights import LAYOUT_NAMES
 from regnet_convert.conversion.atomic import check_output
-from regnet_convert.conversion.convert import build_checked_model, convert_in_memory, to_rgb, write_converted
+from regnet_convert.conversion.convert import build_checked_model, convert_in_memory, reverse_channels, write_converted
 from regnet_convert.errors import InputError
 from regnet_convert.sources.files import check_input_file, weights_kind
 
@@ -41,12 +41,13 @@ def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]
 
 def export(source: str | Path, output: str | Path, target: Target, force: bool = False) -> WeightsMetadata:
     """Write `source`'s weights in `target`'s layout, taking RGB input; returns the written metadata."""
-    source, output = Path(source), Path(output)
-    check_output(output, force, inputs=[source])
+    source = Path(source)
+    check_output(output, force, inputs=[source])  # before Path(): a trailing "/" is refused
+    output = Path(output)
     state, metadata = read_native(source)
     preprocessing = metadata.preprocessing
     if preprocessing.channel_order == "BGR":
-        state, preprocessing = to_rgb(state, preprocessing)
+        state, preprocessing = reverse_channels(state, preprocessing)
     metadata = replace(metadata, preprocessing=preprocessing, layout=target)
     to_target, to_native = LAYOUT_NAMES[target]
     mapped_back = {to_native(to_target(k)): v for k, v in state.items()}

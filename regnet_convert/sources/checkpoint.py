@@ -44,7 +44,7 @@ def _numpy_safe_globals() -> list:
     ]
 
 
-def _describe_load_failure(exc: Exception, well_formed: bool) -> str:
+def _describe_load_failure(exc: Exception) -> str:
     message = " ".join(str(exc).split())
     detail = message.split(" Check the documentation")[0]
     detail = detail.split("WeightsUnpickler error:")[-1].split("from a trusted source.")[-1].strip()
@@ -53,43 +53,52 @@ def _describe_load_failure(exc: Exception, well_formed: bool) -> str:
             f"refused to unpickle: the file references {found.group(1)!r}, code or objects that a checkpoint "
             "of tensors never needs (nothing was executed)"
         )
-    if well_formed and (found := _UNSUPPORTED_OPCODE.search(detail)):
+    if found := _UNSUPPORTED_OPCODE.search(detail):
         opcode = chr(int(found.group(1)))
         return (
             f"uses pickle opcode {opcode!r}, which torch's safe loader (weights_only=True) cannot read; "
             "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that"
         )
-    if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
+    damaged = ("central directory", "zip archive", "record size")
+    if any(text in message for text in damaged) or isinstance(exc, EOFError):
         return f"truncated or damaged checkpoint ({detail[:120]})"
     return f"not a PyTorch checkpoint ({type(exc).__name__}{': ' + detail[:120] if detail else ''})"
 
 
 def load_tensors_safely(path: Path) -> object:
-    """`torch.load` restricted to tensors, plain containers and numpy scalars; memory-mapped when it can be."""
+    """`torch.load` restricted to tensors, plain containers and numpy scalars, every record's size checked."""
     check_input_file(path, "checkpoint file")
     try:
         protocol = check_checkpoint(str(path))
     except PickleProblem as exc:
         raise InputError(path, f"refused: {exc}") from None
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, IndexError, KeyError):
-        protocol = None  # no well-formed pickle: torch.load below says how it is damaged
-    if protocol is not None and protocol not in SAFE_PROTOCOLS:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, IndexError, KeyError) as exc:
+        # only well-formed pickle streams reach torch's unpickler
+        problem = " ".join(str(exc).split())[:100] or type(exc).__name__
+        with open(path, "rb") as f:
+            truncated_zip = f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+        if truncated_zip:
+            raise InputError(
+                path, "truncated or damaged checkpoint (its zip archive has no central directory)"
+            ) from None
+        raise InputError(path, f"not a PyTorch checkpoint (no well-formed pickle: {problem})") from None
+    if protocol not in SAFE_PROTOCOLS:
         raise InputError(
             path,
             f"saved with pickle protocol {protocol}, which torch's safe loader (weights_only=True) cannot read; "
             "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that",
         )
-    is_zip = zipfile.is_zipfile(path)
-    with open(path, "rb") as f:
-        if f.read(4) == b"PK\x03\x04" and not is_zip:
-            raise InputError(path, "truncated or damaged checkpoint (its zip archive has no central directory)")
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            # not memory-mapped: torch's mmap reader does not check record sizes, so a shortened record would
+            # silently lend its tensor the bytes of the next one
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise InputError(path, _describe_load_failure(exc, well_formed=protocol is not None)) from None
-    except (RecursionError, MemoryError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
+        raise InputError(path, _describe_load_failure(exc)) from None
+    except MemoryError:
+        raise InputError(path, "needs more memory than its size can explain (a damaged or crafted file)") from None
+    except (RecursionError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
 
@@ -161,3 +170,31 @@ def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
         keys = ", ".join(repr(k)[:40] for k in list(obj)[:5])
         raise InputError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
     raise InputError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")
+
+
+def read_state_dict_file(path: str | Path) -> SourceCheckpoint:
+    """A bare state dict in a safetensors file, or in a torch file (bare, or under `state_dict` or `model`).
+
+    How timm, torchvision and Hugging Face ship weights; a safetensors header is checked before it is read.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    import regnet
+    from regnet_convert.sources.files import check_input_file, weights_kind
+
+    path = Path(path)
+    check_input_file(path, "weights file")
+    if weights_kind(path) == "safetensors":
+        try:
+            regnet.read_header(path)
+            return SourceCheckpoint(_tensor_dict(path, load_file(str(path)), "the safetensors file"), None)
+        except (regnet.WeightsFileError, SafetensorError, OSError) as exc:
+            raise InputError(path, str(exc)) from None
+    obj = load_tensors_safely(path)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj:
+            return SourceCheckpoint(_tensor_dict(path, obj[key], f"its {key!r}"), None)
+    if _is_state_dict(obj):
+        return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
+    raise InputError(path, "not a state dict of tensors (nor one under 'state_dict' or 'model')")

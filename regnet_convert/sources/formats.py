@@ -1,4 +1,4 @@
-"""The source formats (pycls, mmcls) and the one place their tensors get native names, checked."""
+"""The source formats (pycls, mmcls, timm, torchvision) and the one place their tensors get native names, checked."""
 
 from __future__ import annotations
 
@@ -8,28 +8,49 @@ from pathlib import Path
 
 import torch
 
+from regnet.metadata import ChannelOrder
+from regnet.weights import LAYOUT_NAMES
 from regnet_convert.errors import InputError
 from regnet_convert.sources import mmcls_keys, pycls_keys
 from regnet_convert.sources.checkpoint import (
     SourceCheckpoint,
     read_mmcls_checkpoint,
     read_pycls_checkpoint,
+    read_state_dict_file,
     tensor_problem,
 )
 
 
 @dataclass(frozen=True)
 class SourceFormat:
-    """How to read one kind of checkpoint and name its tensors natively."""
+    """How to read one kind of checkpoint, name its tensors natively, and which channel order its stem takes."""
 
     name: str
     read: Callable[[str | Path], SourceCheckpoint]
     to_native: Callable[[str], str | None]
+    channel_order: ChannelOrder = "BGR"
+
+
+def _native_from(layout: str) -> Callable[[str], str | None]:
+    """A key mapper for a layout of `regnet.weights`: its native name, or None for a key no RegNet has."""
+    to_layout, from_layout = LAYOUT_NAMES[layout]
+
+    def to_native(key: str) -> str | None:
+        native = from_layout(key)
+        try:
+            is_native = pycls_keys.to_native(pycls_keys.to_pycls(native)) == native
+        except KeyError:
+            return None
+        return native if is_native and to_layout(native) == key else None
+
+    return to_native
 
 
 FORMATS = {
     "pycls": SourceFormat("pycls", read_pycls_checkpoint, pycls_keys.to_native),
     "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, mmcls_keys.to_native),
+    "timm": SourceFormat("timm", read_state_dict_file, _native_from("timm"), "RGB"),
+    "torchvision": SourceFormat("torchvision", read_state_dict_file, _native_from("torchvision"), "RGB"),
 }
 
 

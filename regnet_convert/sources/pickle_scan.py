@@ -7,6 +7,7 @@ built) and simulates the stack with the nesting depth of each object.
 
 from __future__ import annotations
 
+import io
 import pickletools
 import zipfile
 from typing import IO
@@ -99,7 +100,9 @@ def check_checkpoint(path: str) -> int:
                 with archive.open(info) as stream:
                     protocol = scan(stream)
             return protocol
-    with open(path, "rb") as stream:
-        # legacy format: magic number, protocol, system info, the object, storage keys; then raw data
-        protocols = [scan(stream) for _ in range(5)]
+    with open(path, "rb") as f:
+        # legacy format: magic number, protocol, system info, the object, storage keys; then raw data. Read from
+        # memory: a crafted length field then asks for bytes that are not there instead of allocating them.
+        stream = io.BytesIO(f.read(MAX_PICKLE_BYTES))
+    protocols = [scan(stream) for _ in range(5)]
     return max(protocols)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -76,7 +78,8 @@ def read_labels(labels: Path) -> dict[str, int]:
     line_of: dict[str, int] = {}
 
     def add(name: str, index: int, number: int) -> None:
-        if "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
+        too_long = any(len(os.fsencode(part)) > 255 for part in Path(name).parts)
+        if "\0" in name or too_long or Path(name).is_absolute() or ".." in Path(name).parts:
             raise InputError(labels, f"line {number} names {name[:60]!r}, not an image inside the data folder")
         if name in table and table[name] != index:
             raise InputError(
@@ -85,7 +88,14 @@ def read_labels(labels: Path) -> dict[str, int]:
         table[name], line_of[name] = index, number
 
     if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
-        for number, row in enumerate(csv.reader(lines[1:]), start=2):
+        rows = csv.reader(lines[1:])
+        for number in itertools.count(2):
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise InputError(labels, f"line {number} is not CSV ({exc})") from None
             if row:
                 wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
                 if wnid not in class_index():
@@ -98,7 +108,7 @@ def read_labels(labels: Path) -> dict[str, int]:
             if not line.strip():
                 continue
             parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
+            if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()) or not 0 <= int(parts[1]) < 1000:
                 raise InputError(labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line[:80]!r}")
             add(parts[0], int(parts[1]), number)
     if not table:
@@ -143,7 +153,10 @@ def find_samples(data: str | Path, labels: str | Path | None = None) -> list[Sam
         raise InputError(data, "no such data directory")
     if not data.is_dir():
         raise InputError(data, "is not a directory")
-    samples = labelled_samples(data, Path(labels)) if labels else class_folder_samples(data)
+    try:
+        samples = labelled_samples(data, Path(labels)) if labels else class_folder_samples(data)
+    except OSError as exc:  # an unreadable folder or file inside the data
+        raise InputError(exc.filename or data, f"cannot be read ({exc.strerror or exc})") from None
     if not samples:
         raise InputError(data, "holds no images")
     return samples

@@ -122,8 +122,8 @@ def _read_bounded(path: Path) -> bytes:
 def _check_dimensions(path: str | Path, raw: bytes) -> None:
     """Refuse, from the header alone, images over the pixel budget or with an absurd aspect ratio.
 
-    Pillow reads the size without decoding; files Pillow cannot parse are left to OpenCV, whose own pixel
-    limit is set to the same budget.
+    Pillow reads the size without decoding; a file whose header it cannot parse is no validation image (OpenCV's
+    own pixel limit is set to the same budget as well).
     """
     try:
         with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as image:
@@ -131,8 +131,8 @@ def _check_dimensions(path: str | Path, raw: bytes) -> None:
             width, height = image.size
     except Image.DecompressionBombError:
         raise ImageDecodeError(path, f"is over the budget of {MAX_PIXELS:,} pixels") from None
-    except Exception:  # any other parser complaint: OpenCV decides below
-        return
+    except Exception:  # OpenCV reads formats Pillow does not (HDR, PFM, ...): none is a validation image
+        raise ImageDecodeError(path, "not a JPEG, PNG, WebP, BMP or TIFF image whose size can be read") from None
     if width < 1 or height < 1:
         raise ImageDecodeError(path, f"has no pixels ({width}x{height})")
     if width * height > MAX_PIXELS:

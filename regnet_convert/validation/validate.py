@@ -42,7 +42,7 @@ class ValidationOptions:
     skip_bad_images: bool = False
     progress: bool = True
     demo: bool = False
-    json_path: Path | None = None
+    json_path: str | Path | None = None
 
 
 def json_inputs(options: ValidationOptions, weights: Path) -> list[Path]:
