@@ -135,7 +135,7 @@ def damaged_checkpoints() -> list[Case]:
         convert_case(
             "zip-record-shortened",
             lambda d, fx: shortened_record(fx.tiny_pyth, d / "bad.pyth"),
-            ["truncated or damaged", "record size"],
+            ["truncated or damaged", "records do not match"],
         ),
         convert_case("truncated-legacy", lambda d, fx: _truncated(fx, d, legacy=True), ["checkpoint"]),
         _marker_case(),

@@ -88,18 +88,53 @@ def load_tensors_safely(path: Path) -> object:
             f"saved with pickle protocol {protocol}, which torch's safe loader (weights_only=True) cannot read; "
             "re-save it with torch.save's default protocol (2) where the file is trusted, then convert that",
         )
+    is_zip = zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
             warnings.simplefilter("ignore")
-            # not memory-mapped: torch's mmap reader does not check record sizes, so a shortened record would
-            # silently lend its tensor the bytes of the next one
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        if is_zip:
+            _check_records(path, loaded)
+        return loaded
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
         raise InputError(path, _describe_load_failure(exc)) from None
     except MemoryError:
         raise InputError(path, "needs more memory than its size can explain (a damaged or crafted file)") from None
     except (RecursionError, OverflowError, IndexError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
+
+
+def _storages(obj: object, found: dict[int, int]) -> dict[int, int]:
+    """Every tensor storage reachable in a loaded checkpoint: data pointer -> size in bytes."""
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided or obj.is_quantized or obj.device.type != "cpu":
+            raise ValueError(tensor_problem(obj))  # no checkpoint of weights holds one, anywhere
+        storage = obj.untyped_storage()
+        found[storage.data_ptr()] = storage.nbytes()
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _storages(value, found)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            _storages(value, found)
+    return found
+
+
+def _check_records(path: Path, loaded: object) -> None:
+    """Each storage must have a zip record of exactly its size.
+
+    torch's memory-mapped reader does not check this: a shortened record would silently lend its tensor the
+    bytes of the next one. The sizes of the records and of the storages must match one to one.
+    """
+    with zipfile.ZipFile(path) as archive:
+        names = [i for i in archive.infolist() if i.filename.rsplit("/data/", 1)[-1].isdigit()]
+    records = sorted(i.file_size for i in names if i.file_size)  # empty storages share no address: left out
+    try:
+        storages = sorted(size for size in _storages(loaded, {}).values() if size)
+    except ValueError as exc:
+        raise InputError(path, f"holds a tensor that {exc}") from None
+    if records != storages:
+        raise InputError(path, "truncated or damaged checkpoint (its storage records do not match its tensors)")
 
 
 def _parse_cfg(path: Path, cfg: object) -> dict | None:
