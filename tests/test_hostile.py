@@ -1005,8 +1005,51 @@ def export_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+def import_cases() -> list[Case]:
+    """`regnet-convert timm|torchvision SOURCE OUT`: weights in another library's names."""
+
+    def state_file(edit: Callable[[dict], None], safetensors: bool = True) -> Setup:
+        def setup(d: Path, fx: Fixtures) -> None:
+            from safetensors.torch import save_file
+
+            import regnet
+
+            state = {regnet.timm_layout.to_timm(k): v for k, v in regnet.load(fx.tiny_safetensors).state_dict().items()
+                     if "num_batches" not in k}  # fmt: skip
+            edit(state)
+            if safetensors:
+                save_file(state, str(d / "bad.safetensors"))
+            else:
+                torch.save(state, d / "bad.safetensors")
+
+        return setup
+
+    def case(id: str, fmt: str, setup: Setup, says: list[str]) -> Case:
+        return Case(f"import-{fmt}-{id}", CONVERT, [fmt, "bad.safetensors", OUT], setup, ["bad.safetensors", *says])
+
+    return [
+        case("torchvision-names-given-as-timm", "torchvision", state_file(lambda s: None), ["no RegNet has"]),
+        case("unknown-key", "timm", state_file(lambda s: s.__setitem__("s1.b1.extra.weight", torch.zeros(1))),
+             ["no RegNet has"]),
+        case("duplicate-native-name", "timm", state_file(lambda s: s.__setitem__("s01.b1.conv1.conv.weight",
+             s["s1.b1.conv1.conv.weight"].clone())), ["no RegNet has"]),
+        case("int-tensor", "timm", state_file(lambda s: s.__setitem__("head.fc.bias", s["head.fc.bias"].long())),
+             ["integer"]),
+        case("torch-file-int-tensor", "timm", state_file(lambda s: s.__setitem__("head.fc.bias", s["head.fc.bias"].long()),
+             safetensors=False), ["is int64"]),
+        case("truncated", "timm", _bytes(lambda fx: fx.tiny_safetensors.read_bytes()[:-1000]), ["truncated"]),
+        case("not-a-state-dict", "torchvision", lambda d, fx: save([torch.zeros(2)], d / "bad.safetensors"),
+             ["not a state dict"]),
+        case("code-pickle", "timm", lambda d, fx: code_running_checkpoint(d / "bad.safetensors", str(d / "pwned")),
+             ["refused to unpickle"]),
+        case("deep-pickle", "torchvision", lambda d, fx: (d / "bad.safetensors").write_bytes(deep_pickle(200_000)),
+             ["nests deeper"]),
+    ]  # fmt: skip
+
+
 ALL_CASES = (
-    export_cases()
+    import_cases()
+    + export_cases()
     + damaged_checkpoints()
     + bad_tensors()
     + key_cases()

@@ -92,7 +92,11 @@ def load_tensors_safely(path: Path) -> object:
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
             warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            if path.suffix.lower() == ".safetensors":  # torch.load would hand such a name to safetensors
+                with open(path, "rb") as f:
+                    loaded = torch.load(f, map_location="cpu", weights_only=True)
+            else:
+                loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
         if is_zip:
             _check_records(path, loaded)
         return loaded

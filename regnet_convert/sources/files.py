@@ -31,8 +31,10 @@ def weights_kind(path: Path) -> str:
     """`checkpoint` (torch's zip or legacy pickle) or `safetensors`, from the first bytes; InputError otherwise."""
     with open(path, "rb") as f:
         start = f.read(9)
-    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
+    if start.startswith(b"PK\x03\x04"):
         return "checkpoint"
-    if start[8:9] == b"{":
+    if start[8:9] == b"{":  # before the pickle test: a header length's low byte may be 0x80
         return "safetensors"
+    if start[:1] == b"\x80":  # a legacy torch file starts with a pickle's PROTO opcode
+        return "checkpoint"
     raise InputError(path, "neither a PyTorch checkpoint nor a safetensors file")
