@@ -20,22 +20,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from regnet_convert.errors import InputError
+from regnet_convert.sources.files import file_kind
 
 _MAX_NAME_IN_TEMP = 180  # bytes of the output's name kept in the temporary name (file names are <= 255 bytes)
-
-
-def _kind(mode: int) -> str | None:
-    """What a non-regular file is, or None for a regular file."""
-    for test, name in [
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ]:
-        if test(mode):
-            return name
-    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -63,7 +50,7 @@ def check_output(path: str | Path, force: bool, inputs: Iterable[Path] = (), lab
     except OSError as exc:
         raise InputError(name, f"cannot be written ({exc.strerror or exc})") from None
     if info is not None:
-        if kind := _kind(info.st_mode):
+        if kind := file_kind(info.st_mode):
             raise InputError(name, f"is {kind}; give a file name to write")
         for source in inputs:
             with suppress(OSError):

@@ -18,6 +18,7 @@ from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.conversion.atomic import atomic_output, check_output
 from regnet_convert.errors import InputError
+from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.sources.formats import FORMATS, map_keys
 from regnet_convert.validation.imagenet import class_names, wnids
 
@@ -82,6 +83,19 @@ def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch
     if logits.shape != (2, config.num_classes) or not torch.isfinite(logits).all():
         raise InputError(path, "the converted model's probe forward pass gave non-finite or misshapen logits")
     return model
+
+
+def load_any(path: Path, label: str | None = None) -> tuple[RegNet, WeightsMetadata]:
+    """The model in a converted file (any layout) or a pycls checkpoint converted in memory, every tensor checked."""
+    check_input_file(path, "weights file", label=label)
+    if weights_kind(path) == "checkpoint":
+        state, conversion = convert_in_memory(path)
+        return RegNet.from_state_dict(conversion.config, state), conversion.metadata
+    try:
+        model = regnet.load(path)
+    except regnet.WeightsFileError as exc:
+        raise InputError(path, f"not a converted RegNet: {exc}") from None
+    return model, model.metadata
 
 
 def reversed_order(pre: Preprocessing) -> Preprocessing:

@@ -13,13 +13,11 @@ from typing import Literal, get_args
 
 import torch
 
-import regnet
 from regnet.metadata import WeightsMetadata
 from regnet.weights import LAYOUT_NAMES
 from regnet_convert.conversion.atomic import check_output
-from regnet_convert.conversion.convert import build_checked_model, convert_in_memory, reverse_channels, write_converted
+from regnet_convert.conversion.convert import build_checked_model, load_any, reverse_channels, write_converted
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file, weights_kind
 
 Target = Literal["timm", "torchvision"]
 TARGETS: tuple[Target, ...] = get_args(Target)
@@ -27,16 +25,8 @@ TARGETS: tuple[Target, ...] = get_args(Target)
 
 def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:
     """Native-named tensors and metadata of a converted file (any layout) or a pycls checkpoint."""
-    check_input_file(source, "weights file")
-    if weights_kind(source) == "checkpoint":
-        state, conversion = convert_in_memory(source)
-        return state, conversion.metadata
-    try:
-        model = regnet.load(source)
-    except regnet.WeightsFileError as exc:
-        raise InputError(source, f"not a converted RegNet: {exc}") from None
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    return state, model.metadata
+    model, metadata = load_any(source)
+    return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}, metadata
 
 
 def export(source: str | Path, output: str | Path, target: Target, force: bool = False) -> WeightsMetadata:

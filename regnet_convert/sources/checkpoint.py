@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+import regnet
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file
+from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.sources.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -216,12 +219,6 @@ def read_state_dict_file(path: str | Path) -> SourceCheckpoint:
 
     How timm, torchvision and Hugging Face ship weights; a safetensors header is checked before it is read.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    import regnet
-    from regnet_convert.sources.files import check_input_file, weights_kind
-
     path = Path(path)
     check_input_file(path, "weights file")
     if weights_kind(path) == "safetensors":

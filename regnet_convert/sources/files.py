@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from regnet_convert.conversion.atomic import _kind
 from regnet_convert.errors import InputError
+
+
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is, or None for a regular file."""
+    for test, name in [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]:
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def check_input_file(path: Path, what: str = "file", label: str | None = None) -> os.stat_result:
@@ -18,7 +32,7 @@ def check_input_file(path: Path, what: str = "file", label: str | None = None) -
         raise InputError(name, f"no such {what}") from None
     except OSError as exc:
         raise InputError(name, f"cannot be read ({exc.strerror or exc})") from None
-    if kind := _kind(info.st_mode):
+    if kind := file_kind(info.st_mode):
         raise InputError(name, f"is {kind}, not a {what}")
     if not os.access(path, os.R_OK):
         raise InputError(name, "cannot be read (permission denied)")

@@ -10,9 +10,8 @@ import torch
 import regnet
 from regnet.metadata import WeightsMetadata
 from regnet_convert.conversion.atomic import check_output
-from regnet_convert.conversion.convert import convert_in_memory
+from regnet_convert.conversion.convert import load_any
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.validation.distributed import Placement
 from regnet_convert.validation.evaluate import Amp, Evaluation
 from regnet_convert.validation.imagenet import IMAGENET_CLASSES, find_samples, subset
@@ -58,19 +57,6 @@ def default_weights(name: str) -> Path:
     return path
 
 
-def load_weights(path: Path) -> tuple[torch.nn.Module, WeightsMetadata]:
-    """A converted file, or a pycls `.pyth` converted in memory; every tensor checked before use."""
-    check_input_file(path, "weights file", label="--weights")
-    if weights_kind(path) == "checkpoint":
-        state, conversion = convert_in_memory(path)
-        return regnet.RegNet.from_state_dict(conversion.config, state), conversion.metadata
-    try:
-        model = regnet.load(path)
-    except regnet.WeightsFileError as exc:
-        raise InputError(path, f"not a converted RegNet: {exc}") from None
-    return model, model.metadata
-
-
 def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsMetadata, Path]:
     """The model to validate: an ImageNet-1k classifier, the very --model architecture when one is named."""
     name = None
@@ -82,7 +68,7 @@ def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsM
     if options.weights is None and name is None:
         raise InputError(None, "give --model NAME or --weights FILE")
     path = options.weights or default_weights(name)
-    model, metadata = load_weights(path)
+    model, metadata = load_any(path, label="--weights")
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")

@@ -24,9 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from regnet_convert.conversion.atomic import _kind
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file
+from regnet_convert.sources.files import check_input_file, file_kind
 
 CHUNK = 1 << 20
 MIN_PROGRESS = 64 << 10  # bytes that must arrive within each stall-timeout window
@@ -63,7 +62,7 @@ def _regular_or_absent(path: Path) -> bool:
         return False
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if kind := _kind(mode):
+    if kind := file_kind(mode):
         raise InputError(path, f"is {kind}, not a download; remove it and run again")
     return True
 
