@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet $(TORCH_SPEC) -e ".[test]"
 	# test-only oracle: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps)
 	$(BIN)/pip install --quiet --no-deps pycls==0.1.1 yacs simplejson
+	# test-only oracle: the seed's mmclassification 0.25.0 on mmcv 1.7.2's pure-Python "lite" build, whose
+	# setup.py needs pkg_resources (setuptools<70) in its build environment; their pinned deps would swap torch
+	printf 'setuptools<70\n' > $(VENV)/build-constraints.txt
+	$(BIN)/pip install --quiet --no-deps --build-constraint $(VENV)/build-constraints.txt mmcv==1.7.2 mmcls==0.25.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-import regnet
 from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
 from regnet_convert.cli.common import ReportingGroup
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.convert import DTYPES, convert
-from regnet_convert.export.export import TARGETS, export
+from regnet_convert.export.export import export
+from regnet_convert.export.targets import TARGETS
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,25 +89,29 @@ def inspect_command(file: Path) -> None:
 @main.command("export")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path())
-@click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="The library whose layout to write.")
+@click.option("--to", "target", type=click.Choice(list(TARGETS)), required=True, help="The library to write for.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists (never the SOURCE).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def export_command(source: Path, output: Path, target: str, force: bool, quiet: bool) -> None:
-    """Write a converted file (any layout) or a pycls checkpoint SOURCE in another library's layout.
-
-    \b
-    --to timm         timm.create_model(NAME).load_state_dict(load_file(OUTPUT), strict=True)
-    --to torchvision  torchvision.models.RegNet(BlockParams(...)) built from the file's architecture; the zoo
-                      builders regnet_x_800mf ... that have pycls's widths load it too (regnet_x_400mf,
-                      regnet_y_800mf and regnet_y_8gf have other widths: their weights are not pycls's)
-    Both take RGB input (the stem is reversed when SOURCE is BGR); regnet.load reads the output back.
-    """
+def export_command(source: Path, output: str, target: str, force: bool, quiet: bool) -> None:
     metadata = export(source, output, target, force)
     if not quiet:
-        model = metadata.model
-        names = regnet.zoo_model(model) if model != "custom" else None
-        hint = {"timm": names and names.timm_name, "torchvision": names and names.torchvision_builder}[target]
-        click.echo(f"{source} -> {output}: {model} in {target}'s layout, RGB input" + (f" ({hint})" if hint else ""))
+        order = metadata.preprocessing.channel_order
+        click.echo(f"{source} -> {output}: {metadata.model} for {target}, {order} input")
+
+
+export_command.help = (
+    """Write a converted file (any layout) or a pycls checkpoint SOURCE for another library.
+
+    Every export is mapped back, loaded strictly into the native model and run once before OUTPUT is
+    written, atomically; a folder OUTPUT is replaced (--force) only if it holds nothing but an earlier export.
+
+    \b
+"""
+    + "\n".join(
+        f"    --to {name:<12} " + target.summary.replace("\n", "\n" + " " * 22) for name, target in TARGETS.items()
+    )
+    + "\n"
+)
 
 
 if __name__ == "__main__":

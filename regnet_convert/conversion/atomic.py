@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -148,3 +149,90 @@ def _umask() -> int:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def check_output_directory(path: str | Path, force: bool, inputs: Iterable[Path], allowed: Iterable[str]) -> Path:
+    """The real folder `path` names, after refusing what must not be replaced.
+
+    An existing folder is replaced only with `force`, and only when it holds nothing but `allowed` names (an
+    earlier export of the same kind): a folder with other files is never deleted. A file, a symlink to a file,
+    a FIFO or a device is refused, and so is a folder holding one of `inputs`.
+    """
+    text = os.fspath(path)
+    if not text:
+        raise InputError(repr(text), "is not a folder name; give a folder to write")
+    path = Path(os.path.realpath(text))
+    if path.exists():
+        if not path.is_dir():
+            kind = file_kind(path.stat().st_mode) or "a file"
+            raise InputError(text, f"is {kind}; give a folder name to write")
+        if not force:
+            raise InputError(text, "already exists (use --force to replace it)")
+        others = sorted(set(os.listdir(path)) - set(allowed))
+        if others:
+            raise InputError(text, f"holds other files ({others[0]!r}...); refusing to replace it, even with --force")
+    for source in inputs:
+        with suppress(OSError):
+            if path == Path(os.path.realpath(source)) or path in Path(os.path.realpath(source)).parents:
+                raise InputError(text, f"holds the input file {source}; give another output folder")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(text, f"output directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(text, f"cannot write in {str(parent)!r} (permission denied)")
+    return path
+
+
+@contextmanager
+def atomic_directory(
+    path: str | Path, force: bool, inputs: Iterable[Path] = (), allowed: Iterable[str] = ()
+) -> Iterator[Path]:
+    """A temporary folder beside the output; on success it becomes the output folder, on failure it vanishes.
+
+    With `force`, a previous export (only `allowed` names inside) is moved aside, the new folder renamed into
+    place and the old one removed; if the swap fails the old folder is put back.
+    """
+    allowed = tuple(allowed)
+    target = check_output_directory(path, force, inputs, allowed)
+    _remove_stale_folders(target)
+    stem = f"{_temp_prefix(target)}{os.getpid()}-{secrets.token_hex(6)}"
+    tmp, old = target.parent / f"{stem}.part", target.parent / f"{stem}.old"
+    try:
+        os.mkdir(tmp)  # the umask applies
+    except OSError as exc:
+        raise InputError(path, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        for entry in os.scandir(tmp):
+            if entry.is_file(follow_symlinks=False):
+                _fsync(Path(entry.path))
+        check_output_directory(path, force, inputs, allowed)  # again: it may have appeared meanwhile
+        if target.exists():
+            os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                os.rename(old, target)
+                raise
+        else:
+            os.rename(tmp, target)  # onto a folder created meanwhile this fails (unless empty)
+    except OSError as exc:
+        raise InputError(path, f"writing failed ({exc.strerror or exc}); nothing was written") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_folders(target: Path) -> None:
+    """Clean up after a killed export: its `.part` folder goes; an `.old` one is put back if the output is gone."""
+    pattern = re.compile(re.escape(_temp_prefix(target)) + r"(\d+)-[0-9a-f]{12}\.(part|old)")
+    with suppress(OSError):
+        for entry in os.scandir(target.parent):
+            match = pattern.fullmatch(entry.name)
+            if not match or not entry.is_dir(follow_symlinks=False) or _pid_running(int(match.group(1))):
+                continue
+            if match.group(2) == "old" and not target.exists():
+                with suppress(OSError):
+                    os.rename(entry.path, target)
+                    continue
+            shutil.rmtree(entry.path, ignore_errors=True)

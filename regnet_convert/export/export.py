@@ -1,26 +1,26 @@
-"""`regnet-convert export`: any converted file (or a pycls checkpoint) -> another library's layout, checked first.
+"""`regnet-convert export`: any converted file (or a pycls checkpoint) -> another library's format, checked first.
 
-Both targets take RGB input (the stem's channels are reversed when the source is BGR) and keep every other
-tensor bit for bit. Before writing, the renamed tensors are mapped back to native names, loaded strictly into the
-native model and run on a probe batch; the output is written atomically, never over the source.
+One pipeline for every target: read the source into native tensors, refuse what the target cannot express,
+turn the stem to the channel order the target expects, map the names to the target's and back and load them
+strictly into the native model with a probe forward pass, then let the target write into a temporary file or
+folder that becomes OUTPUT atomically (never the source, never a folder holding other files).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
+from safetensors import SafetensorError
 
+from regnet import RegNetConfig
 from regnet.metadata import WeightsMetadata
-from regnet.weights import LAYOUT_NAMES
-from regnet_convert.conversion.atomic import check_output
-from regnet_convert.conversion.convert import build_checked_model, load_any, reverse_channels, write_converted
+from regnet_convert.conversion.atomic import atomic_directory, atomic_output, check_output, check_output_directory
+from regnet_convert.conversion.convert import build_checked_model, load_any, reverse_channels
 from regnet_convert.errors import InputError
-
-Target = Literal["timm", "torchvision"]
-TARGETS: tuple[Target, ...] = get_args(Target)
+from regnet_convert.export.target import Target
+from regnet_convert.export.targets import TARGETS
 
 
 def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:
@@ -29,20 +29,39 @@ def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]
     return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}, metadata
 
 
-def export(source: str | Path, output: str | Path, target: Target, force: bool = False) -> WeightsMetadata:
-    """Write `source`'s weights in `target`'s layout, taking RGB input; returns the written metadata."""
+def check_names_round_trip(source: Path, target: Target, state: dict[str, torch.Tensor], config: RegNetConfig) -> None:
+    """The target's names map back to exactly the native ones, and those load strictly and run."""
+    to_target, to_native = target.names
+    renamed = {to_target(k): v for k, v in state.items()}
+    mapped_back = {to_native(k): v for k, v in renamed.items()}
+    if len(renamed) != len(state) or mapped_back.keys() != state.keys():
+        raise InputError(source, f"its tensor names do not survive {target.name}'s names and back")
+    build_checked_model(source, config, mapped_back)
+
+
+def export(source: str | Path, output: str | Path, target_name: str, force: bool = False) -> WeightsMetadata:
+    """Write `source`'s weights for `target_name`; returns the metadata of what was written."""
+    target = TARGETS[target_name]
     source = Path(source)
-    check_output(output, force, inputs=[source])  # before Path(): a trailing "/" is refused
-    output = Path(output)
+    if target.files:  # before Path(): a trailing "/" matters to a file output, not to a folder
+        check_output_directory(output, force, [source], target.files)
+    else:
+        check_output(output, force, inputs=[source])
     state, metadata = read_native(source)
+    if reason := target.refuse(metadata.config):
+        raise InputError(source, f"{target.name} cannot express this RegNet: {reason}")
     preprocessing = metadata.preprocessing
-    if preprocessing.channel_order == "BGR":
+    if target.channel_order and preprocessing.channel_order != target.channel_order:
         state, preprocessing = reverse_channels(state, preprocessing)
-    metadata = replace(metadata, preprocessing=preprocessing, layout=target)
-    to_target, to_native = LAYOUT_NAMES[target]
-    mapped_back = {to_native(to_target(k)): v for k, v in state.items()}
-    if mapped_back.keys() != state.keys():
-        raise InputError(source, f"its tensor names do not survive the {target} layout and back")
-    build_checked_model(source, metadata.config, mapped_back)
-    write_converted(output, state, metadata, force, layout=target, inputs=(source,))
+    metadata = replace(metadata, preprocessing=preprocessing)
+    check_names_round_trip(source, target, state, metadata.config)
+    if target.files:
+        writing = atomic_directory(output, force, [source], target.files)
+    else:
+        writing = atomic_output(Path(output), force, [source])
+    with writing as tmp:
+        try:
+            target.write(tmp, state, metadata)
+        except SafetensorError as exc:
+            raise InputError(output, f"writing failed ({exc}); nothing was written") from None
     return metadata

@@ -1,0 +1,38 @@
+"""What an export target is: the input it expects, its tensor names and how its files are written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from regnet import RegNetConfig
+from regnet.metadata import ChannelOrder, WeightsMetadata
+
+Writer = Callable[[Path, dict[str, torch.Tensor], WeightsMetadata], None]
+NameMap = tuple[Callable[[str], str], Callable[[str], str]]  # native -> target, target -> native
+
+
+def _anything(config: RegNetConfig) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One `--to` choice.
+
+    `write` gets native-named tensors already in `channel_order` (None: the source's order is kept) and the
+    metadata describing them, and writes into a temporary file, or folder when `files` names what a folder
+    export holds. `names` maps the tensor names to the target's and back: the export is checked through it.
+    `refuse` says why the target cannot express an architecture (None: it can).
+    """
+
+    name: str
+    summary: str
+    channel_order: ChannelOrder | None
+    write: Writer
+    names: NameMap = (lambda key: key, lambda key: key)
+    files: tuple[str, ...] = ()
+    refuse: Callable[[RegNetConfig], str | None] = _anything
