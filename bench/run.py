@@ -16,12 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 import regnet
-from regnet.fast import fast_model
+from regnet.fast import fast_model, fold_batchnorm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the peers: pycls oracle and OpenCV reference pipeline
@@ -33,15 +34,23 @@ def report(section: str, what: str, value: str) -> None:
 
 def images_per_second(model, x: torch.Tensor, repeats: int, warmup: int = 2) -> float:
     """Median images/s of `repeats` timed forward passes."""
-    times = []
+    return interleaved_images_per_second({"": (model, x)}, repeats, warmup)[""]
+
+
+def interleaved_images_per_second(models: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median images/s of each (model, input) over `repeats` rounds that time every model once in turn, so that
+    load from other processes on the machine falls on all of them alike."""
+    times: dict[str, list[float]] = {label: [] for label in models}
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
+        for model, x in models.values():
+            for _ in range(warmup):
+                model(x)
         for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return x.shape[0] / statistics.median(times)
+            for label, (model, x) in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[label].append(time.perf_counter() - start)
+    return {label: models[label][1].shape[0] / statistics.median(t) for label, t in times.items()}
 
 
 def pycls_model(name: str):
@@ -61,24 +70,81 @@ def timm_model(name: str):
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
 
 
-def bench_forward(batch: int, repeats: int) -> None:
-    for name in ("regnetx_400mf", "regnety_4.0gf"):
+def torchscript(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """The CPU fast path before issue 11: the folded channels-last model traced and frozen with TorchScript
+    (deprecated, hence the filtered warnings)."""
+    folded = fold_batchnorm(model).to(memory_format=torch.channels_last).eval()
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FutureWarnings: trace, trace_method and freeze are deprecated
+        return torch.jit.freeze(torch.jit.trace(folded, x, check_trace=False).eval())
+
+
+CACHED_PREPARATION = """
+import sys, time, torch
+import regnet
+from regnet.fast import fast_model, fold_batchnorm
+model = regnet.create_model(sys.argv[1]).eval()
+model.load_state_dict(torch.load(sys.argv[2], weights_only=True))
+start = time.perf_counter()
+fast_model(model)
+print(time.perf_counter() - start)
+"""
+
+
+def bench_preparation(name: str, model: torch.nn.Module, tmp: Path) -> torch.nn.Module:
+    """`fast_model` on CPU with an empty cache (compilation) and, in a new process, with the cached package.
+
+    The new process has imported torch and regnet; its clock covers `fast_model` alone, which includes the
+    first import of torch._inductor (about half of it here), folding, hashing the weights and the package,
+    and loading the package."""
+    from regnet import fast_cache
+
+    builds, env = fast_cache.stats.builds, {**os.environ, "REGNET_CACHE": str(tmp / "cache")}
+    previous, os.environ["REGNET_CACHE"] = os.environ.get("REGNET_CACHE"), env["REGNET_CACHE"]
+    try:
+        start = time.perf_counter()
+        fast = fast_model(model)
+        cold = time.perf_counter() - start
+    finally:
+        os.environ.pop("REGNET_CACHE")
+        if previous is not None:
+            os.environ["REGNET_CACHE"] = previous
+    torch.save(model.state_dict(), tmp / "weights.pt")
+    script = [sys.executable, "-c", CACHED_PREPARATION, name, str(tmp / "weights.pt")]
+    run = subprocess.run
+    cached = [float(run(script, check=True, capture_output=True, text=True, env=env).stdout) for _ in range(3)]
+    report("prepare", f"{name}: fast_model, empty cache (compiles)", f"{cold:7.1f} s")
+    report("prepare", f"{name}: fast_model, cached, new process", f"{statistics.median(cached):7.2f} s")
+    assert fast_cache.stats.builds == builds + 1, fast_cache.stats
+    return fast
+
+
+def bench_forward(batch: int, repeats: int, names: tuple[str, ...] = ("regnetx_400mf", "regnety_4.0gf")) -> None:
+    for name in names:
         x = torch.randn(batch, 3, 224, 224)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         model = regnet.create_model(name).eval()
-        peers = {"pycls 0.1.1 eager": images_per_second(pycls_model(name), x, repeats)}
+        with tempfile.TemporaryDirectory() as tmp:
+            fast = bench_preparation(name, model, Path(tmp))
+        models = {"pycls 0.1.1 eager": (pycls_model(name), x)}
         timm, why = timm_model(name)
         if timm is not None:
-            peers["timm eager"] = images_per_second(timm, x, repeats)
+            models["timm eager"] = (timm, x)
+            models["timm eager, channels-last"] = (timm.to(memory_format=torch.channels_last), x_cl)
         else:
             report("forward", f"{name}: timm", f"not measured ({why})")
-        ours = {"ours reference (eager fp32)": images_per_second(model, x, repeats)}
-        for backend in ("jit", "compile"):
-            fast = fast_model(model, backend=backend)
-            ours[f"ours fast ({backend}: folded BN, channels-last)"] = images_per_second(fast, x_cl, repeats)
-        base = peers["pycls 0.1.1 eager"]
-        for label, value in {**peers, **ours}.items():
-            report("forward", f"{name} b{batch}: {label}", f"{value:7.1f} img/s  {value / base:5.2f}x pycls")
+        models["ours reference (eager fp32)"] = (model, x)
+        models["ours fast, previous (TorchScript)"] = (torchscript(model, x_cl), x_cl)
+        models["ours fast (AOTInductor package)"] = (fast, x_cl)
+        models["ours fast, eager fallback"] = (fast_model(model, backend="eager"), x_cl)
+        rates = interleaved_images_per_second(models, repeats)
+        base, previous = rates["pycls 0.1.1 eager"], rates["ours fast, previous (TorchScript)"]
+        for label, value in rates.items():
+            report(
+                "forward",
+                f"{name} b{batch}: {label}",
+                f"{value:7.1f} img/s  {value / base:5.2f}x pycls  {value / previous:5.2f}x TorchScript",
+            )
 
 
 def reference_pipeline(weights: Path, samples: list, workers: int, batch: int) -> tuple[float, list[int]]:

@@ -64,8 +64,11 @@ def _check_regular_file(path: Path) -> int:
     return info.st_size
 
 
-def read_header(path: str | Path) -> Header:
-    """The header of a safetensors file, checked to describe exactly the bytes that follow it."""
+def read_header(path: str | Path, counters: bool = False) -> Header:
+    """The header of a safetensors file, checked to describe exactly the bytes that follow it.
+
+    `counters` also admits BN `num_batches_tracked` counters (0-d int64), as other libraries' files hold them.
+    """
     path = Path(path)
     size = _check_regular_file(path)
     if size < 8:
@@ -89,7 +92,7 @@ def read_header(path: str | Path) -> Header:
         raise WeightsFileError("damaged safetensors header (__metadata__ is not a map of strings)")
     tensors, spans = {}, []
     for name, entry in header.items():
-        tensors[name], span = _tensor_entry(name, entry)
+        tensors[name], span = _tensor_entry(name, entry, counters)
         spans.append(span)
     end = 0
     for begin, stop in sorted(spans):
@@ -103,12 +106,13 @@ def read_header(path: str | Path) -> Header:
     return Header(tensors, metadata)
 
 
-def _tensor_entry(name: str, entry: object) -> tuple[TensorEntry, tuple[int, int]]:
+def _tensor_entry(name: str, entry: object, counters: bool = False) -> tuple[TensorEntry, tuple[int, int]]:
     problem = f"damaged safetensors header (tensor {name[:80]!r}"
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise WeightsFileError(f"{problem} is not dtype/shape/data_offsets)")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPE_SIZES:
+    is_counter = counters and name.endswith(".num_batches_tracked") and dtype == "I64" and shape == []
+    if dtype not in DTYPE_SIZES and not is_counter:
         kind = "is an integer or boolean tensor" if dtype in _OTHER_DTYPES else f"has unknown dtype {str(dtype)[:20]!r}"
         raise WeightsFileError(f"tensor {name[:80]!r} {kind}; RegNet weights are floating point")
     ints = [*shape, *offsets] if isinstance(shape, list) and isinstance(offsets, list) else None
@@ -117,7 +121,7 @@ def _tensor_entry(name: str, entry: object) -> tuple[TensorEntry, tuple[int, int
     numel = 1
     for dim in shape:
         numel *= dim
-    if offsets[1] - offsets[0] != numel * DTYPE_SIZES[dtype]:
+    if offsets[1] - offsets[0] != numel * (8 if is_counter else DTYPE_SIZES[dtype]):
         raise WeightsFileError(f"{problem}: its offsets do not match its shape)")
     return TensorEntry(dtype, tuple(shape)), (offsets[0], offsets[1])
 

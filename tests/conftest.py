@@ -7,6 +7,15 @@ from click.testing import CliRunner
 from helpers import convert_file, native_model_with_random_bn
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Downloads and compiled fast-path packages of this test session go to its own folder, never ~/.cache
+    (set before any fixture forks a child process, which inherits it; tests that need another set their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REGNET_CACHE", str(tmp_path_factory.mktemp("regnet-cache")))
+        yield
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

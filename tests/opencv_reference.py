@@ -1,4 +1,5 @@
-"""The reference preprocessing pipelines: pycls 0.1.1's own test loader, and mmclassification's steps in OpenCV."""
+"""The reference preprocessing pipelines: pycls 0.1.1's own test loader, and mmclassification 0.25's own test
+pipeline (`mmcls_oracle`: the bundled RegNet config's `data.test.pipeline` run by mmcls's `Compose`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from mmcls_oracle import mmcls_crop, mmcls_input
 from pycls.core.config import reset_cfg
 from pycls.datasets import imagenet as pycls_imagenet
 from pycls.datasets import transforms as pycls_transforms
 from pycls.datasets.imagenet import ImageNet
 
 PYCLS_MEAN, PYCLS_STD = pycls_imagenet._MEAN, pycls_imagenet._SD  # pycls's own: BGR order, 0..1 scale
-MMCLS_MEAN, MMCLS_STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]  # BGR order, 0..255 scale
 PYCLS_CLASS = "n00000000"  # the one class folder of `pycls_val_set`
 
 
@@ -21,22 +22,12 @@ def reference_crop(path: Path, preset: str, size: int = 256, crop: int = 224) ->
     """The oracle's HWC BGR crop before normalisation.
 
     pycls: its `ImageNet.__getitem__`'s imread and float32 `astype`, then its own `transforms.scale` and
-    `transforms.center_crop` (float32); mmcls: imdecode, uint8 resize and crop, written out plainly (uint8).
+    `transforms.center_crop` (float32); mmcls: its test pipeline's LoadImageFromFile, Resize, CenterCrop (uint8).
     """
     if preset == "pycls":
         im = cv2.imread(str(path)).astype(np.float32, copy=False)
         return pycls_transforms.center_crop(crop, pycls_transforms.scale(size, im))
-    im = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-    h, w = im.shape[:2]
-    if not ((w <= h and w == size) or (h <= w and h == size)):
-        if w < h:
-            new_w, new_h = size, int(size * h / w)
-        else:
-            new_h, new_w = size, int(size * w / h)
-        im = cv2.resize(im, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    h, w = im.shape[:2]
-    y, x = round((h - crop) / 2), round((w - crop) / 2)  # Python 3: an int, halves to even
-    return im[y : y + crop, x : x + crop]
+    return mmcls_crop(path, size, crop)
 
 
 def pycls_test_input(im: np.ndarray) -> np.ndarray:
@@ -51,9 +42,7 @@ def reference_input(path: Path, preset: str) -> np.ndarray:
     """The float32 CHW network input each reference feeds (BGR, normalised its own way)."""
     if preset == "pycls":
         return pycls_test_input(cv2.imread(str(path)).astype(np.float32, copy=False))
-    im = reference_crop(path, preset).astype(np.float32)
-    im = (im - np.array(MMCLS_MEAN, np.float32)) / np.array(MMCLS_STD, np.float32)
-    return np.ascontiguousarray(im.transpose(2, 0, 1))
+    return mmcls_input(path)
 
 
 def pycls_val_set(paths: list[Path], root: Path) -> tuple[ImageNet, list[int]]:

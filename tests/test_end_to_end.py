@@ -1,8 +1,9 @@
-"""End to end on real photographs: labels are what the reference predicts (pycls's model code + OpenCV).
+"""End to end on real photographs: labels are what the reference predicts (pycls's model code on each reference
+pipeline's input).
 
 The pycls labels come from pycls 0.1.1's own test loader (its `ImageNet` dataset: float32 resize), the mmcls
-ones from mmclassification's steps (uint8 resize). A faithful pipeline scores 100% top-1; a wrong channel
-order, crop offset or resize arithmetic does not.
+ones from mmclassification 0.25's own test pipeline (uint8 resize; `mmcls_oracle`). A faithful pipeline scores
+100% top-1; a wrong channel order, crop offset or resize arithmetic does not.
 The reference is a pycls RegNetY-400MF with random weights whose BN statistics are calibrated on
 the photographs and whose classifier is whitened, so that its predictions spread over many classes
 and react to small input changes (a plain random network predicts one class for everything).

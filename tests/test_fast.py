@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from helpers import generated_val_set, native_model_with_random_bn, relative_difference, validation_record
 
-from regnet.fast import fast_model, fold_batchnorm
+from regnet import fast_cache
+from regnet.fast import PackagedModel, fast_model, fold_batchnorm
 
 
-@pytest.mark.parametrize(
-    "name, backend", [("regnetx_400mf", "jit"), ("regnety_800mf", "jit"), ("regnety_200mf", "compile")]
-)
-def test_fast_fp32_agrees_with_reference(name, backend):
+@pytest.fixture(scope="module", autouse=True)
+def package_cache(tmp_path_factory):
+    """Compiled packages go to a folder of this module's (one compilation of RegNetX-200MF, shared)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REGNET_CACHE", str(tmp_path_factory.mktemp("regnet-cache")))
+        yield
+
+
+def test_default_cpu_path_agrees_with_reference_at_every_batch_size(converted_200mf):
+    """The AOTInductor package (the CPU default) against the eager model, batch 64 and a last partial batch."""
+    _, model = converted_200mf
+    fast = fast_model(model, "cpu")
+    assert isinstance(fast, PackagedModel) and isinstance(fast.runners[(3, 224, 224)], Callable)
+    assert not isinstance(fast.runners[(3, 224, 224)], torch.nn.Module)  # compiled, not the eager fallback
+    x = torch.randn(64, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x)
+        actual = fast(x.contiguous(memory_format=torch.channels_last))
+        partial = fast(x[:7])  # contiguous input is made channels-last, not misread
+    assert relative_difference(actual, expected) <= 1e-4
+    assert (actual.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    assert relative_difference(partial, expected[:7]) <= 1e-4
+
+
+@pytest.mark.parametrize("name, backend", [("regnety_200mf", "compile"), ("regnety_800mf", "eager")])
+def test_other_backends_agree_with_reference(name, backend):
     model = native_model_with_random_bn(name, seed=0, affine=True)
     x = torch.randn(64, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     fast = fast_model(model, "cpu", backend)
@@ -34,11 +59,15 @@ def test_folding_removes_every_batchnorm_and_keeps_the_original():
 
 
 def test_validate_fast_gives_the_reference_counts(runner, tmp_path, converted_200mf):
+    """13 images in batches of 8: the last batch is a partial one. The package is the one compiled above."""
     weights, _ = converted_200mf
-    val = generated_val_set(tmp_path, 12, seed=9, class_of=lambda i: i % 4)
+    val = generated_val_set(tmp_path, 13, seed=9, class_of=lambda i: i % 4)
+    hits = fast_cache.stats.hits
     records = [
         validation_record(runner, tmp_path / f"r{i}.json", "--weights", weights, "--data", val, *extra)
-        for i, extra in enumerate([[], ["--fast"]])
+        for i, extra in enumerate([["--batch-size", "8"], ["--batch-size", "8", "--fast"]])
     ]
     assert records[1]["fast"] is True
+    assert records[0]["images"] == records[1]["images"] == 13
     assert (records[0]["top1"], records[0]["top5"]) == (records[1]["top1"], records[1]["top5"])
+    assert fast_cache.stats.hits == hits + 1  # the weights file holds the same tensors as the model above

@@ -76,6 +76,11 @@ conversion_command("timm", "Convert timm RegNet weights SOURCE (.safetensors or 
 conversion_command(
     "torchvision", "Convert torchvision RegNet weights SOURCE (.safetensors or a torch file) into OUTPUT (RGB input)."
 )
+conversion_command(
+    "hf",
+    "Convert a Hugging Face transformers RegNet folder SOURCE (config.json + model.safetensors or\n"
+    "pytorch_model.bin) into OUTPUT (RGB input).",
+)
 main.add_command(zoo)
 
 

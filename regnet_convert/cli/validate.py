@@ -14,7 +14,8 @@ from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
 from regnet_convert.validation.preprocess import PRESETS
-from regnet_convert.validation.report import write_json
+from regnet_convert.validation.report import sweep_table, write_json, write_table
+from regnet_convert.validation.selection import MissingWeights
 from regnet_convert.validation.validate import ValidationOptions, json_inputs, validate
 
 
@@ -37,8 +38,10 @@ class FiniteFloat(click.ParamType):
 @click.option(
     "--model",
     metavar="NAME",
+    multiple=True,
     help="Zoo model (regnetx_4.0gf); weights default to NAME.safetensors in $REGNET_CHECKPOINTS, else ./checkpoints/"
-    " if it exists, else ~/.cache/regnet-convert/checkpoints/.",
+    " if it exists, else ~/.cache/regnet-convert/checkpoints/. Repeat it, or give starred (the seed table's 8"
+    " RegNetX) or all (every converted zoo model), for a sweep: each image decoded once for every model.",
 )
 @click.option(
     "--data", required=True, type=click.Path(path_type=Path), help="ImageNet val: 1000 WordNet-id folders, or flat."
@@ -62,27 +65,54 @@ class FiniteFloat(click.ParamType):
 @click.option(
     "--limit", type=click.IntRange(1), help="Quick check on a deterministic, evenly spread subset of N images."
 )
-@click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON (atomically).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(),
+    help="Also write the result as JSON (atomically); a sweep writes a list, one record per model.",
+)
+@click.option(
+    "--table",
+    "table_path",
+    type=click.Path(),
+    metavar="FILE.md",
+    help="Also write the results as a markdown table in the seed table's shape (atomically).",
+)
+@click.option(
+    "--cache",
+    type=click.Path(),
+    metavar="DIR",
+    help="Keep the crops in DIR (memory-mapped): later runs on the same files skip decoding.",
+)
 @click.option("--tolerance", type=FiniteFloat(), default=0.1, show_default=True,
               help="Allowed |difference| in percentage points for PASS.")  # fmt: skip
 @click.option("--skip-bad-images", is_flag=True, help="Skip undecodable images (the result is then not comparable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--demo", is_flag=True, hidden=True)
 def main(json_path: str | None, quiet: bool, **kwargs) -> None:
-    """Validate a converted RegNet on ImageNet and compare with the seed table and pycls.
+    """Validate converted RegNets on ImageNet and compare with the seed table and pycls.
 
     \b
-    Exit status: 0 pass (or nothing to judge), 1 accuracy outside the tolerance,
+    Exit status: 0 pass (or nothing to judge), 1 accuracy outside the tolerance (any model of a sweep),
     2 bad usage, input or data, 3 unexpected error, 130 interrupted (128+N for signal N).
     """
     options = ValidationOptions(**kwargs, progress=not quiet, json_path=json_path)
-    with process_group(options.device) as placement:
-        result = validate(options, placement)
-        if placement.is_main:
-            click.echo(result.table())  # printed first: a late error must not lose the result
-            if json_path:
-                write_json(json_path, result.to_json(), json_inputs(options, Path(result.weights)))
-    sys.exit(EXIT_FAIL if result.passed is False else EXIT_OK)
+    try:
+        with process_group(options.device) as placement:
+            results = validate(options, placement)
+            if placement.is_main:  # printed first: a late error must not lose the results
+                click.echo(sweep_table(results) if options.sweep else results[0].table())
+                inputs = json_inputs(options, [Path(r.weights) for r in results])
+                if json_path:
+                    records = [r.to_json() for r in results]
+                    write_json(json_path, records if options.sweep else records[0], inputs)
+                if options.table_path:
+                    write_table(options.table_path, results, inputs)
+    except MissingWeights as missing:
+        for line in missing.details:
+            click.echo(line, err=True)
+        raise
+    sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
 
 
 if __name__ == "__main__":

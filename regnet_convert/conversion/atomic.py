@@ -171,6 +171,8 @@ def check_output_directory(path: str | Path, force: bool, inputs: Iterable[Path]
         others = sorted(set(os.listdir(path)) - set(allowed))
         if others:
             raise InputError(text, f"holds other files ({others[0]!r}...); refusing to replace it, even with --force")
+        if folders := sorted(entry.name for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)):
+            raise InputError(text, f"holds a folder {folders[0]!r}; refusing to replace it, even with --force")
     for source in inputs:
         with suppress(OSError):
             if path == Path(os.path.realpath(source)) or path in Path(os.path.realpath(source)).parents:
@@ -194,7 +196,8 @@ def atomic_directory(
     """
     allowed = tuple(allowed)
     target = check_output_directory(path, force, inputs, allowed)
-    _remove_stale_folders(target)
+    if _remove_stale_folders(target):  # an earlier export put back is an existing output: check again
+        target = check_output_directory(path, force, inputs, allowed)
     stem = f"{_temp_prefix(target)}{os.getpid()}-{secrets.token_hex(6)}"
     tmp, old = target.parent / f"{stem}.part", target.parent / f"{stem}.old"
     try:
@@ -203,8 +206,10 @@ def atomic_directory(
         raise InputError(path, f"cannot write in {str(target.parent)!r} ({exc.strerror or exc})") from None
     try:
         yield tmp
+        file_mode = 0o666 & ~_umask()  # what a new file gets (writers such as safetensors create theirs 0600)
         for entry in os.scandir(tmp):
             if entry.is_file(follow_symlinks=False):
+                os.chmod(entry.path, file_mode)
                 _fsync(Path(entry.path))
         check_output_directory(path, force, inputs, allowed)  # again: it may have appeared meanwhile
         if target.exists():
@@ -219,13 +224,20 @@ def atomic_directory(
     except OSError as exc:
         raise InputError(path, f"writing failed ({exc.strerror or exc}); nothing was written") from None
     finally:
+        if old.exists() and not target.exists():  # interrupted between the two renames: the old one goes back
+            with suppress(OSError):
+                os.rename(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _remove_stale_folders(target: Path) -> None:
-    """Clean up after a killed export: its `.part` folder goes; an `.old` one is put back if the output is gone."""
+def _remove_stale_folders(target: Path) -> bool:
+    """Clean up after a killed export: its `.part` folder goes; an `.old` one is put back if the output is gone.
+
+    Returns whether an `.old` folder was put back.
+    """
     pattern = re.compile(re.escape(_temp_prefix(target)) + r"(\d+)-[0-9a-f]{12}\.(part|old)")
+    restored = False
     with suppress(OSError):
         for entry in os.scandir(target.parent):
             match = pattern.fullmatch(entry.name)
@@ -234,5 +246,7 @@ def _remove_stale_folders(target: Path) -> None:
             if match.group(2) == "old" and not target.exists():
                 with suppress(OSError):
                     os.rename(entry.path, target)
+                    restored = True
                     continue
             shutil.rmtree(entry.path, ignore_errors=True)
+    return restored

@@ -31,7 +31,7 @@ def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]
 
 def check_names_round_trip(source: Path, target: Target, state: dict[str, torch.Tensor], config: RegNetConfig) -> None:
     """The target's names map back to exactly the native ones, and those load strictly and run."""
-    to_target, to_native = target.names
+    to_target, to_native = target.name_map(config)
     renamed = {to_target(k): v for k, v in state.items()}
     mapped_back = {to_native(k): v for k, v in renamed.items()}
     if len(renamed) != len(state) or mapped_back.keys() != state.keys():
@@ -43,6 +43,7 @@ def export(source: str | Path, output: str | Path, target_name: str, force: bool
     """Write `source`'s weights for `target_name`; returns the metadata of what was written."""
     target = TARGETS[target_name]
     source = Path(source)
+    target.requires()
     if target.files:  # before Path(): a trailing "/" matters to a file output, not to a folder
         check_output_directory(output, force, [source], target.files)
     else:

@@ -19,14 +19,20 @@ def _anything(config: RegNetConfig) -> str | None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Target:
     """One `--to` choice.
 
     `write` gets native-named tensors already in `channel_order` (None: the source's order is kept) and the
     metadata describing them, and writes into a temporary file, or folder when `files` names what a folder
-    export holds. `names` maps the tensor names to the target's and back: the export is checked through it.
-    `refuse` says why the target cannot express an architecture (None: it can).
+    export holds. `names` maps the tensor names to the target's and back: the export is checked through it
+    (`names_for`, when set, gives them for an architecture instead: transformers' depend on SE).
+    `refuse` says why the target cannot express an architecture (None: it can); `requires` raises InputError
+    when a package the target needs is missing, before any work is done.
     """
 
     name: str
@@ -36,3 +42,9 @@ class Target:
     names: NameMap = (lambda key: key, lambda key: key)
     files: tuple[str, ...] = ()
     refuse: Callable[[RegNetConfig], str | None] = _anything
+    names_for: Callable[[RegNetConfig], NameMap] | None = None
+    requires: Callable[[], None] = _nothing
+
+    def name_map(self, config: RegNetConfig) -> NameMap:
+        """The tensor names (native -> target, target -> native) for this architecture."""
+        return self.names_for(config) if self.names_for else self.names

@@ -33,6 +33,7 @@ class SourceCheckpoint:
     state: dict[str, torch.Tensor]
     cfg: dict | None  # the training config (pycls's `cfg.dump()`), when the file has one
     has_optimizer_state: bool = False
+    weights_file: Path | None = None  # the file read, when the source is a folder (a Hugging Face model)
 
 
 def _numpy_safe_globals() -> list:
@@ -223,7 +224,7 @@ def read_state_dict_file(path: str | Path) -> SourceCheckpoint:
     check_input_file(path, "weights file")
     if weights_kind(path) == "safetensors":
         try:
-            regnet.read_header(path)
+            regnet.read_header(path, counters=True)  # timm's, torchvision's and transformers' files hold them
             return SourceCheckpoint(_tensor_dict(path, load_file(str(path)), "the safetensors file"), None)
         except (regnet.WeightsFileError, SafetensorError, OSError) as exc:
             raise InputError(path, str(exc)) from None

@@ -1,4 +1,4 @@
-"""The source formats (pycls, mmcls, timm, torchvision) and the one place their tensors get native names, checked."""
+"""The source formats (pycls, mmcls, timm, torchvision, hf) and the one place their tensors get native names."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from regnet.hf_layout import hf_names
 from regnet.metadata import ChannelOrder
 from regnet.weights import LAYOUT_NAMES
 from regnet_convert.errors import InputError
@@ -19,6 +20,7 @@ from regnet_convert.sources.checkpoint import (
     read_state_dict_file,
     tensor_problem,
 )
+from regnet_convert.sources.hf_folder import read_hf_folder
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,12 @@ class SourceFormat:
     channel_order: ChannelOrder = "BGR"
 
 
-def _native_from(layout: str) -> Callable[[str], str | None]:
-    """A key mapper for a layout of `regnet.weights`: its native name, or None for a key no RegNet has."""
-    to_layout, from_layout = LAYOUT_NAMES[layout]
+def _native_from(*layouts: tuple[Callable[[str], str], Callable[[str], str]]) -> Callable[[str], str | None]:
+    """A key mapper for a layout's names: its native name, or None for a key no RegNet has.
+
+    Several name maps are variants sharing one inverse (transformers' X and Y layers).
+    """
+    from_layout = layouts[0][1]
 
     def to_native(key: str) -> str | None:
         native = from_layout(key)
@@ -41,7 +46,7 @@ def _native_from(layout: str) -> Callable[[str], str | None]:
             is_native = pycls_keys.to_native(pycls_keys.to_pycls(native)) == native
         except KeyError:
             return None
-        return native if is_native and to_layout(native) == key else None
+        return native if is_native and any(to_layout(native) == key for to_layout, _ in layouts) else None
 
     return to_native
 
@@ -49,8 +54,9 @@ def _native_from(layout: str) -> Callable[[str], str | None]:
 FORMATS = {
     "pycls": SourceFormat("pycls", read_pycls_checkpoint, pycls_keys.to_native),
     "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, mmcls_keys.to_native),
-    "timm": SourceFormat("timm", read_state_dict_file, _native_from("timm"), "RGB"),
-    "torchvision": SourceFormat("torchvision", read_state_dict_file, _native_from("torchvision"), "RGB"),
+    "timm": SourceFormat("timm", read_state_dict_file, _native_from(LAYOUT_NAMES["timm"]), "RGB"),
+    "torchvision": SourceFormat("torchvision", read_state_dict_file, _native_from(LAYOUT_NAMES["torchvision"]), "RGB"),
+    "hf": SourceFormat("hf", read_hf_folder, _native_from(hf_names(se=False), hf_names(se=True)), "RGB"),
 }
 
 

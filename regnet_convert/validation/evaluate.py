@@ -1,15 +1,17 @@
-"""Top-1/top-5 counting over a loader, exact and reducible across processes."""
+"""Top-1/top-5 counting over batches of crops, for one model or several fed the same crops; exact and reducible
+across processes."""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from regnet import RegNet
@@ -48,13 +50,26 @@ class Counts:
         return Counts(images, top1, top5, sorted(i for part in gathered for i in part))
 
 
-@dataclass
-class Evaluation:
-    """How to run the model: device, normalisation, precision, memory format."""
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Sequence[str]]
+"""BGR NCHW crops (uint8 or float32), labels, dataset indices, and an error message per image ("" if decoded)."""
 
-    device: torch.device
+
+@dataclass
+class Feed:
+    """One model of a run and how its input is made from the shared BGR crops."""
+
+    name: str
+    model: torch.nn.Module
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    channel_order: str = "BGR"  # an RGB model gets the crops' channels reversed, on the tensor
+
+
+@dataclass
+class Evaluation:
+    """How to run the models: device, precision, memory format."""
+
+    device: torch.device
     amp: Amp = "off"
     channels_last: bool = False
     fast: bool = False
@@ -64,44 +79,73 @@ class Evaluation:
         """Whether the model takes channels-last input (asked for, or the fast path's layout)."""
         return self.channels_last or self.fast
 
-    def model_on_device(self, model: RegNet) -> torch.nn.Module:
-        """The model on the device, in eval mode and the requested memory format (or the fast path)."""
+    def model_on_device(self, model: RegNet, progress: bool = False) -> torch.nn.Module:
+        """The model on the device, in eval mode and the requested memory format (or the fast path; with
+        `progress`, a first-time compilation of it is announced on stderr)."""
         if self.fast:
-            return fast_model(model, self.device)
+            return fast_model(
+                model,
+                self.device,
+                notice=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else lambda _: None,
+            )
         model = model.to(self.device).eval()
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    def hits(self, feed: Feed, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits of one batch of BGR crops already on the device (int64, on the device)."""
+        if feed.channel_order == "RGB":
+            images = images.flip(1)
+        x = normalize(images, feed.mean, feed.std)
+        if self.feeds_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp_dtype = AMP_DTYPES[self.amp]
+        with torch.autocast(self.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+            logits = feed.model(x)
+        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct = ranked.eq(labels[:, None])
+        return torch.stack([correct[:, 0].sum(), correct.any(dim=1).sum()])
+
     @torch.inference_mode()
     def run(
-        self, model: torch.nn.Module, loader: DataLoader, skip_bad_images: bool = False, progress: bool = True
-    ) -> tuple[Counts, float]:
-        """Count correct top-1/top-5 predictions; returns the counts and the wall time in seconds."""
-        counts, start = Counts(), time.perf_counter()
-        hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # top-1, top-5; summed on the device
-        amp_dtype = AMP_DTYPES[self.amp]
-        autocast = torch.autocast(self.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-        bar = tqdm(total=len(loader.dataset), unit="img", disable=not progress, desc="validating", leave=False)
-        for images, labels, indices, errors in loader:
+        self,
+        feeds: Sequence[Feed],
+        batches: Iterable[Batch],
+        total: int,
+        skip_bad_images: bool = False,
+        progress: bool = True,
+    ) -> tuple[list[Counts], float]:
+        """Count each model's correct top-1/top-5 predictions over `total` images, every batch fed to every model
+        in turn (each image decoded once); returns the counts in `feeds` order and the wall time in seconds."""
+        start, images_done = time.perf_counter(), 0
+        bad_images: list[int] = []
+        hits = [torch.zeros(2, dtype=torch.int64, device=self.device) for _ in feeds]  # top-1, top-5
+        sweep = len(feeds) > 1
+        bar = tqdm(total=total * len(feeds), unit="img", disable=not progress, desc="validating", leave=False)
+        for images, labels, indices, errors in batches:
             if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
                 if not skip_bad_images:
                     raise InputError(None, f"{bad[0][1]} (use --skip-bad-images to skip such files)")
-                counts.bad_images += [i for i, _ in bad]
+                bad_images += [i for i, _ in bad]
                 keep = torch.tensor([not e for e in errors])
                 images, labels = images[keep], labels[keep]
             if len(labels):
-                x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
-                if self.feeds_channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    logits = model(x)
-                ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                correct = ranked.eq(labels.to(self.device, non_blocking=True)[:, None])
-                hits += torch.stack([correct[:, 0].sum(), correct.any(dim=1).sum()])
-                counts.images += len(labels)
-            bar.update(len(errors))
-            if progress:
-                top1, top5 = (100.0 * hits / max(counts.images, 1)).tolist()
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+            images_done += len(labels)
+            if progress and sweep:
+                bar.set_postfix_str(f"image {images_done + len(bad_images):,}/{total:,}", refresh=False)
+            for k, feed in enumerate(feeds):
+                if sweep:
+                    bar.set_description_str(f"{feed.name} ({k + 1}/{len(feeds)})", refresh=False)
+                if len(labels):
+                    hits[k] += self.hits(feed, images, labels)
+                bar.update(len(errors))
+            if progress and not sweep:
+                top1, top5 = (100.0 * hits[0] / max(images_done, 1)).tolist()
                 bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
         bar.close()
-        counts.top1, counts.top5 = (int(v) for v in hits.tolist())
+        counts = []
+        for h in hits:
+            top1, top5 = (int(v) for v in h.tolist())
+            counts.append(Counts(images_done, top1, top5, list(bad_images)))
         return counts, time.perf_counter() - start

@@ -95,6 +95,10 @@ class ValidationResult:
             return "NO REFERENCE (not a zoo model)"
         return f"{'PASS' if self.passed else 'FAIL'} (within ±{self.tolerance} pp of {self.compared_with})"
 
+    def short_verdict(self) -> str:
+        """The verdict's first words: PASS, FAIL, SUBSET, NOT COMPARABLE, NO REFERENCE or DEMO."""
+        return self.verdict().split(" (")[0]
+
     def table(self) -> str:
         lines = [
             f"model       {self.model}   weights {self.weights}",
@@ -151,7 +155,72 @@ class ValidationResult:
         }
 
 
-def write_json(path: Path, record: dict, inputs: Iterable[Path] = ()) -> None:
+def _pair(a: float, b: float, signed: bool = False) -> str:
+    return f"{a:+.2f} / {b:+.2f}" if signed else f"{a:.2f} / {b:.2f}"
+
+
+def _row(result: ValidationResult) -> list[str]:
+    """One model's row of the sweep table."""
+    zoo = result.zoo
+    row = [
+        result.model,
+        f"{zoo.params / 1e6:.2f}" if zoo else "-",
+        f"{zoo.flops / 1e9:.2f}" if zoo else "-",
+        f"{result.top1:.2f}",
+        f"{result.top5:.2f}",
+    ]
+    for name in ("seed_table", "pycls"):
+        ref = result.references().get(name)
+        row += (
+            [_pair(ref.top1, ref.top5), _pair(result.top1 - ref.top1, result.top5 - ref.top5, True)]
+            if ref
+            else ["-"] * 2
+        )
+    return [*row, result.short_verdict()]
+
+
+SWEEP_COLUMNS = [
+    "Model", "Params (M)", "Flops (G)", "Top-1 (%)", "Top-5 (%)", "Seed table top-1 / top-5", "Δ seed table",
+    "pycls top-1 / top-5", "Δ pycls", "Result",
+]  # fmt: skip
+
+
+def sweep_table(results: list[ValidationResult]) -> str:
+    """The results as a markdown table in the seed table's shape (params and flops are pycls's counts at 224x224,
+    flops as multiply-adds), with a line on the setup above and one on the verdicts below."""
+    first = results[0]
+    rows = [SWEEP_COLUMNS, *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SWEEP_COLUMNS))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(("-" * w if i == 0 else "-" * (w - 1) + ":") for i, w in enumerate(widths)) + " |"
+    skipped = sum(len(r.counts.bad_images) for r in results) // len(results)
+    images = f"{first.counts.images:,} images" + (f" (+{skipped} skipped)" if skipped else "")
+    setup = (
+        f"ImageNet validation: {images}, preprocess {first.preprocess} ({arithmetic(first.preprocess)}), "
+        f"amp {first.amp}, {'fast path' if first.fast else 'reference path'}, {first.device} x{first.world_size}, "
+        f"{first.images_per_second:,.1f} images/s for all {len(results)} model(s) together."
+    )
+    passed = sum(r.passed is True for r in results)
+    failed = sum(r.passed is False for r in results)
+    verdicts = (
+        f"{passed} PASS, {failed} FAIL of {len(results)}: PASS means top-1 and top-5 within ±{first.tolerance} pp of "
+        f"the reference ({PRESET_REFERENCE[first.preprocess].replace('_', ' ')} for the {first.preprocess} preset); "
+        "only a full, clean 50,000-image run is judged."
+    )
+    return "\n".join([setup, "", line(SWEEP_COLUMNS), rule, *(line(row) for row in rows[1:]), "", verdicts])
+
+
+def write_json(path: Path, record: dict | list, inputs: Iterable[Path] = ()) -> None:
     """Write `record` atomically (a temporary file renamed into place), never over one of `inputs`."""
     with atomic_output(path, True, inputs, label="--json") as tmp:
         tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+
+
+def write_table(path: Path, results: list[ValidationResult], inputs: Iterable[Path] = ()) -> None:
+    """Write the markdown sweep table atomically, never over one of `inputs`."""
+    with atomic_output(path, True, inputs, label="--table") as tmp:
+        tmp.write_text(sweep_table(results) + "\n")

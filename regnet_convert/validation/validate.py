@@ -1,7 +1,15 @@
-"""Run a converted RegNet over ImageNet validation images and compare with the published numbers."""
+"""Run converted RegNets over ImageNet validation images and compare with the published numbers.
+
+One run validates one model or several (a sweep): models with the same resize and crop share one pass over the
+images, each batch fed to every model in turn (all loaded at once: the 8 starred RegNetX take about 700 MB in
+float32), so each image is decoded and cropped once; an RGB model gets the BGR crops' channels reversed.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +20,15 @@ from regnet.metadata import WeightsMetadata
 from regnet_convert.conversion.atomic import check_output
 from regnet_convert.conversion.convert import load_any
 from regnet_convert.errors import InputError
+from regnet_convert.validation import selection
+from regnet_convert.validation.crop_cache import CropCache
 from regnet_convert.validation.distributed import Placement
-from regnet_convert.validation.evaluate import Amp, Evaluation
+from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
 from regnet_convert.validation.imagenet import IMAGENET_CLASSES, find_samples, subset
 from regnet_convert.validation.loader import CropSettings, make_loader, shard
 from regnet_convert.validation.preprocess import Preset
 from regnet_convert.validation.report import ValidationResult
-from regnet_convert.zoo.manifest import checkpoints_dir, zoo_entries
+from regnet_convert.zoo.manifest import zoo_entries
 
 
 @dataclass
@@ -26,7 +36,7 @@ class ValidationOptions:
     """What `regnet-validate` was asked to do."""
 
     data: Path
-    model: str | None = None
+    model: tuple[str, ...] | str | None = ()
     weights: Path | None = None
     labels: Path | None = None
     preprocess: Preset = "mmcls"
@@ -42,82 +52,159 @@ class ValidationOptions:
     progress: bool = True
     demo: bool = False
     json_path: str | Path | None = None
+    table_path: str | Path | None = None
+    cache: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        self.model = (self.model,) if isinstance(self.model, str) else tuple(self.model or ())
+
+    @property
+    def sweep(self) -> bool:
+        """More than one `--model`, or a group (`starred`, `all`): the JSON record is then a list."""
+        return len(self.model) > 1 or any(selection.is_group(name) for name in self.model)
 
 
-def json_inputs(options: ValidationOptions, weights: Path) -> list[Path]:
-    """The files a --json output must never replace."""
-    return [p for p in (weights, options.labels) if p is not None]
+@dataclass
+class Candidate:
+    """A model to validate: loaded, checked, not yet on the device."""
+
+    model: regnet.RegNet
+    metadata: WeightsMetadata
+    path: Path
 
 
-def default_weights(name: str) -> Path:
-    """`checkpoints/NAME.safetensors`, or an error saying how to make it."""
-    path = checkpoints_dir() / f"{name}.safetensors"
-    if not path.exists():
-        raise InputError(path, f"no converted weights for {name}; get them with: regnet-convert zoo fetch {name}")
-    return path
+def json_inputs(options: ValidationOptions, weights: Iterable[Path]) -> list[Path]:
+    """The files a --json or --table output must never replace."""
+    return [p for p in (*weights, options.labels) if p is not None]
 
 
-def resolve_model(options: ValidationOptions) -> tuple[torch.nn.Module, WeightsMetadata, Path]:
-    """The model to validate: an ImageNet-1k classifier, the very --model architecture when one is named."""
-    name = None
-    if options.model:
-        try:
-            name = regnet.canonical_name(options.model)
-        except KeyError as exc:
-            raise InputError(None, f"--model: {exc.args[0]}") from None
-    if options.weights is None and name is None:
-        raise InputError(None, "give --model NAME or --weights FILE")
-    path = options.weights or default_weights(name)
+def load_candidate(path: Path, name: str | None) -> Candidate:
+    """An ImageNet-1k classifier from `path`, the very `name` architecture when one is given."""
     model, metadata = load_any(path, label="--weights")
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
     if name and metadata.config != regnet.zoo_config(name):
         raise InputError(path, f"holds {metadata.model}, not the --model {name} architecture")
-    return model, metadata, path
+    return Candidate(model, metadata, path)
 
 
-def validate(options: ValidationOptions, placement: Placement) -> ValidationResult:
-    """Validate on this process's shard and reduce the counts over the job; every rank gets the result."""
+def resolve_models(options: ValidationOptions) -> list[Candidate]:
+    """Every model of the run, loaded and checked before anything runs (missing weights all named at once)."""
+    if options.weights is not None:
+        if options.sweep:
+            raise InputError(
+                "--weights", "goes with one --model; a sweep takes its weights from the checkpoints folder"
+            )
+        name = selection.expand(options.model)[0] if options.model else None
+        return [load_candidate(options.weights, name)]
+    if not options.model:
+        raise InputError(None, "give --model NAME or --weights FILE")
+    names = selection.expand(options.model)
+    return [load_candidate(path, name) for name, path in zip(names, selection.weights_paths(names), strict=True)]
+
+
+def check_outputs(options: ValidationOptions, candidates: list[Candidate]) -> None:
+    """Refuse --json and --table outputs now, not after 50,000 images."""
+    inputs = json_inputs(options, [c.path for c in candidates])
+    targets = {}
+    for label, path in (("--json", options.json_path), ("--table", options.table_path)):
+        if path is not None:
+            targets[label] = check_output(path, True, inputs, label=label)
+    if len(targets) == 2 and targets["--json"].resolve() == targets["--table"].resolve():
+        raise InputError(f"--table {options.table_path}", "is the --json file too; give two names")
+
+
+def check_cache_folder(options: ValidationOptions) -> None:
+    """A --cache folder must not be the data folder or inside it (it would then be scanned as images)."""
+    if options.cache is None:
+        return
+    if not os.fspath(options.cache):
+        raise InputError("--cache ''", "is not a folder name; give a folder for the cache")
+    cache, data = Path(options.cache).resolve(), Path(options.data).resolve()
+    if cache == data or data in cache.parents:
+        raise InputError(f"--cache {options.cache}", f"is inside the --data folder {options.data}; give another")
+
+
+def validate(options: ValidationOptions, placement: Placement) -> list[ValidationResult]:
+    """Validate every model on this process's shard and reduce the counts over the job; every rank gets the
+    results, in the order the models were asked for."""
     rank, world_size, device = placement.rank, placement.world_size, placement.device
-    model, metadata, weights_path = resolve_model(options)
-    if options.json_path is not None:  # refused now, not after 50,000 images
-        check_output(options.json_path, True, json_inputs(options, weights_path), label="--json")
-    zoo = None if options.demo else zoo_entries().get(metadata.model)
+    candidates = resolve_models(options)
+    check_outputs(options, candidates)
+    check_cache_folder(options)
     samples = subset(find_samples(options.data, options.labels), options.limit)
-    weights_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    model = model.float()  # computed in float32 whatever the file stores; --amp lowers it explicitly
-    pre = metadata.preprocessing
-    settings = CropSettings(options.preprocess, pre.resize, pre.crop, pre.channel_order)
-    loader = make_loader(
-        shard(samples, rank, world_size), settings, options.batch_size, options.workers, device.type == "cuda"
-    )
+    mine = shard(samples, rank, world_size)
+    groups: dict[tuple[int, int], list[int]] = {}  # (resize, crop) -> indices into candidates
+    for i, candidate in enumerate(candidates):
+        pre = candidate.metadata.preprocessing
+        groups.setdefault((pre.resize, pre.crop), []).append(i)
+    settings = {key: CropSettings(options.preprocess, *key, "BGR") for key in groups}
+    caches = {
+        key: CropCache(options.cache, mine, settings[key]) for key in groups if options.cache is not None and mine
+    }
+    cached = {key: cache.prepare() for key, cache in caches.items()}  # refusals before anything runs
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         if options.amp == "off":  # float32 means float32: no TF32 convolutions or matmuls on Ampere and later
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-    evaluation = Evaluation(device, pre.mean, pre.std, options.amp, options.channels_last, options.fast)
-    counts, wall = evaluation.run(
-        evaluation.model_on_device(model), loader, options.skip_bad_images, options.progress and rank == 0
-    )
+    evaluation = Evaluation(device, options.amp, options.channels_last, options.fast)
+    announce = options.progress and rank == 0
+    results: list[ValidationResult | None] = [None] * len(candidates)
+    for key, members in groups.items():
+        weights_dtypes = [str(next(candidates[i].model.parameters()).dtype).removeprefix("torch.") for i in members]
+        feeds = []
+        for i in members:  # computed in float32 whatever the file stores; --amp lowers it explicitly
+            c, pre = candidates[i], candidates[i].metadata.preprocessing
+            model = evaluation.model_on_device(c.model.float(), announce)
+            feeds.append(Feed(c.metadata.model, model, pre.mean, pre.std, pre.channel_order))
+            c.model = None  # type: ignore[assignment]  # the device copy (or the fast graph) is all we keep
+        labels = [label for _, label in mine]
+        with ExitStack() as stack:
+            if cached.get(key) is not None:
+                batches = cached[key].batches(labels, options.batch_size)
+            else:
+                batches = make_loader(mine, settings[key], options.batch_size, options.workers, device.type == "cuda")
+                if key in caches:
+                    batches = stack.enter_context(caches[key].building()).record(batches)
+            counts, wall = evaluation.run(
+                feeds, batches, len(mine), options.skip_bad_images, options.progress and rank == 0
+            )
+        del feeds
+        for i, model_counts, weights_dtype in zip(members, counts, weights_dtypes, strict=True):
+            results[i] = result_of(options, placement, candidates[i], model_counts, len(samples), wall, weights_dtype)
+    return [r for r in results if r is not None]
+
+
+def result_of(
+    options: ValidationOptions,
+    placement: Placement,
+    candidate: Candidate,
+    counts: Counts,
+    expected: int,
+    wall: float,
+    weights_dtype: str,
+) -> ValidationResult:
+    """One model's result, its counts summed over the job."""
     counts = counts.all_reduce()
-    if counts.images + len(counts.bad_images) != len(samples):
-        raise RuntimeError(f"counted {counts.images + len(counts.bad_images)} images of {len(samples)}")
+    if counts.images + len(counts.bad_images) != expected:
+        raise RuntimeError(f"counted {counts.images + len(counts.bad_images)} images of {expected}")
+    metadata = candidate.metadata
     return ValidationResult(
         model=metadata.model,
-        weights=str(weights_path),
+        weights=str(candidate.path),
         counts=counts,
-        expected_images=len(samples),
+        expected_images=expected,
         preprocess=options.preprocess,
-        channel_order=pre.channel_order,
+        channel_order=metadata.preprocessing.channel_order,
         amp=options.amp,
         fast=options.fast,
-        device=str(device.type),
-        world_size=world_size,
+        device=str(placement.device.type),
+        world_size=placement.world_size,
         tolerance=options.tolerance,
         wall_seconds=wall,
         demo=options.demo,
-        zoo=zoo,
+        zoo=None if options.demo else zoo_entries().get(metadata.model),
         weights_dtype=weights_dtype,
     )
