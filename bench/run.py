@@ -26,6 +26,7 @@ from regnet.fast import fast_model, fold_batchnorm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the peers: pycls oracle and OpenCV reference pipeline
+import processes  # noqa: E402  (bench/ is the script's folder, on the path when run as bench/run.py)
 
 
 def report(section: str, what: str, value: str) -> None:
@@ -304,6 +305,7 @@ def main() -> None:
     bench_input(200, repeats=args.repeats)
     bench_validation(args.images, args.workers, batch=32, repeats=max(1, args.repeats // 2))
     bench_conversion(repeats=max(1, args.repeats // 2))
+    processes.run_all(max(1, args.repeats // 2), args.workers)
 
 
 if __name__ == "__main__":
