@@ -125,8 +125,8 @@ def test_wheel_installed_elsewhere_runs_its_console_scripts(tmp_path):
     assert any(name.endswith("/zoo.json") for name in names)  # the zoo table, wherever the packages keep it
     assert packaged_files() - names == set(), "files of the packages missing from the wheel"
     assert {name.split("/")[0] for name in names} == {*PACKAGES, dist_info}  # no tests/, bench/ or strays
-    assert "regnet-convert = regnet_convert.cli.convert:main" in scripts
-    assert "regnet-validate = regnet_convert.cli.validate:main" in scripts
+    assert "regnet-convert = regnet_convert.cli.convert:run" in scripts
+    assert "regnet-validate = regnet_convert.cli.validate:run" in scripts
 
     # the wheel alone, installed outside the source tree
     site = tmp_path / "site"

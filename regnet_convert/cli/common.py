@@ -13,11 +13,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import click
 
-from regnet_convert.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InputError
+from regnet_convert.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError
 
 TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -114,3 +114,26 @@ class ReportingGroup(_Reporting, click.Group):
 
 class ReportingCommand(_Reporting, click.Command):
     """A click command that reports errors as one line."""
+
+
+def console_script(command: click.Command) -> Callable[[], None]:
+    """The console-script entry point of `command`: as `command.main()`, but a run that ended normally (exit 0 or
+    1) leaves without tearing the interpreter down, which takes 0.3-0.4 s once torch is imported.
+
+    Everything it writes is already closed (outputs are written atomically and synced), and its worker processes
+    have exited; errors and interruptions take the ordinary `sys.exit` path.
+    """
+
+    def run() -> None:
+        try:
+            command.main()
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            if code not in (EXIT_OK, EXIT_FAIL):
+                raise
+            for stream in (sys.stdout, sys.stderr):
+                with suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    return run

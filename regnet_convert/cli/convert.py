@@ -9,7 +9,7 @@ import click
 
 from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
-from regnet_convert.cli.common import ReportingGroup
+from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.convert import DTYPES, convert
@@ -119,5 +119,7 @@ export_command.help = (
 )
 
 
+run = console_script(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()

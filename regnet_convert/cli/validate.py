@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from regnet_convert.cli.common import ReportingCommand
+from regnet_convert.cli.common import ReportingCommand, console_script
 from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
@@ -115,5 +115,7 @@ def main(json_path: str | None, quiet: bool, **kwargs) -> None:
     sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
 
 
+run = console_script(main)  # the console script
+
 if __name__ == "__main__":
-    main()
+    run()
