@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from regnet.timm_layout import TIMM_NAMES, from_timm, to_timm
 # The `regnet-convert` console script: its installed entry point in-process, its executable in a subprocess.
 CONSOLE_SCRIPT = Path(sys.executable).with_name("regnet-convert")
 (CLI,) = entry_points(group="console_scripts", name="regnet-convert")
+COMMAND = import_module(CLI.module).main  # the click command behind the console script's entry function
 
 # Four stages (timm's RegNet has exactly four), a bottleneck multiplier, SE and a stem width that no zoo model has.
 CUSTOM = regnet.RegNetParams(
@@ -78,7 +80,7 @@ def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, 
     source = save_genuine_checkpoint(reference, tmp_path / "train")
     output = tmp_path / f"{name}-timm.safetensors"
     args = ["pycls", str(source), str(output), "--layout", "timm", "--rgb", "--model", name, "--quiet"]
-    result = runner.invoke(CLI.load(), args)  # in-process: a fresh interpreter per model costs more than the check
+    result = runner.invoke(COMMAND, args)  # in-process: a fresh interpreter per model costs more than the check
     source.unlink()
     assert result.exit_code == 0, result.output
     state, ours = read_and_delete(output)
