@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from crafted import Fixtures, build_fixtures
 from helpers import convert_file, native_model_with_random_bn
+from hostile import Zygote
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -14,6 +16,20 @@ def session_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGNET_CACHE", str(tmp_path_factory.mktemp("regnet-cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory) -> Fixtures:
+    """Genuine and crafted inputs the hostile suites copy into each case's folder (read-only)."""
+    return build_fixtures(tmp_path_factory.mktemp("genuine"))
+
+
+@pytest.fixture(scope="session")
+def zygote():
+    """One process that imports the command-line tools once and forks a limited child per hostile case."""
+    process = Zygote()
+    yield process
+    process.close()
 
 
 @pytest.fixture

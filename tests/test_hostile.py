@@ -22,7 +22,6 @@ import pytest
 import torch
 from crafted import (
     Fixtures,
-    build_fixtures,
     code_running_checkpoint,
     copy_val,
     deep_list_pickle,
@@ -50,18 +49,6 @@ from hostile import Case, Zygote, check_refusal, snapshot
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"
 OUT = "out.safetensors"
-
-
-@pytest.fixture(scope="session")
-def fixtures(tmp_path_factory) -> Fixtures:
-    return build_fixtures(tmp_path_factory.mktemp("genuine"))
-
-
-@pytest.fixture(scope="session")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
 
 
 def pyth(contents: Callable[[Fixtures], object], name: str = "bad.pyth", **options) -> Setup:

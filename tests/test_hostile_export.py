@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from crafted import Fixtures, build_fixtures
+from crafted import Fixtures
 from hostile import Case, Outcome, Zygote, check_refusal, snapshot
 
 import regnet
@@ -26,18 +26,6 @@ from regnet_convert.errors import InputError
 
 CONVERT = "regnet-convert"
 HUB_FILES = ("config.json", "model.safetensors")
-
-
-@pytest.fixture(scope="session")
-def fixtures(tmp_path_factory) -> Fixtures:
-    return build_fixtures(tmp_path_factory.mktemp("genuine"))
-
-
-@pytest.fixture(scope="session")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
 
 
 def zoo_weights(d: Path, fx: Fixtures) -> None:

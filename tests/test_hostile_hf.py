@@ -51,13 +51,6 @@ def fixtures(tmp_path_factory) -> Fixtures:
     return Fixtures(native, folder / "hf")
 
 
-@pytest.fixture(scope="session")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
-
-
 def source(d: Path, fx: Fixtures) -> None:
     shutil.copytree(fx.hf, d / "src")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from crafted import Fixtures, build_fixtures, code_running_checkpoint
+from crafted import Fixtures, code_running_checkpoint
 from hostile import Case, Zygote, check_refusal, snapshot
 
 import regnet
@@ -22,18 +22,6 @@ from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
 Setup = Callable[[Path, Fixtures], object]
 OUT = "out.pth"
-
-
-@pytest.fixture(scope="session")
-def fixtures(tmp_path_factory) -> Fixtures:
-    return build_fixtures(tmp_path_factory.mktemp("genuine"))
-
-
-@pytest.fixture(scope="session")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
 
 
 def _native(config: regnet.RegNetConfig, name: str) -> Setup:

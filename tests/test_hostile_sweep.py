@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from crafted import Fixtures, build_fixtures, copy_val
+from crafted import Fixtures, copy_val
 from hostile import Case, Zygote, check_refusal, snapshot
 
 from regnet_convert.validation.crop_cache import DATA, INDEX, CropCache, Stale
@@ -28,18 +28,6 @@ Setup = Callable[[Path, Fixtures], object]
 VALIDATE = "regnet-validate"
 W = ["--weights", "w.safetensors", "--data", "val"]
 CK = {"REGNET_CHECKPOINTS": "ck"}
-
-
-@pytest.fixture(scope="session")
-def fixtures(tmp_path_factory) -> Fixtures:
-    return build_fixtures(tmp_path_factory.mktemp("genuine"))
-
-
-@pytest.fixture(scope="session")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
 
 
 def _base(d: Path, fx: Fixtures) -> None:
