@@ -17,9 +17,10 @@ import mmcls_oracle
 import numpy as np
 import pytest
 import torch
-from images import common_size_photos, photo_set, photograph, sized_images, synthetic, variant_images, write_image
+from images import photograph, synthetic, write_image
 from mmcls_oracle import Compose
 from opencv_reference import PYCLS_MEAN, PYCLS_STD, pycls_test_input, pycls_val_set, reference_crop
+from parity_images import parity_images
 from pycls.datasets.transforms import color_norm
 
 from regnet_convert.errors import InputError
@@ -39,33 +40,25 @@ from regnet_convert.validation.preprocess import (
     to_chw_tensor,
 )
 
-SIZES = [  # (width, height)
-    (256, 256), (256, 341), (341, 256), (256, 2000), (2000, 256), (3000, 256),  # short side exactly 256
-    (100, 150), (150, 100), (223, 300), (300, 223), (64, 64), (17, 40),  # short side below the crop
-    (257, 383), (333, 500), (375, 500), (500, 333), (500, 375), (511, 257), (1001, 667),  # odd and usual
-    (260, 3000), (3000, 260), (230, 1800), (1800, 230), (2000, 257),  # extreme aspect ratios
-    (224, 224), (225, 225), (257, 257), (225, 226), (226, 225),  # square and nearly
-]  # fmt: skip
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory) -> dict[str, Path]:
+    return parity_images(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("images")
+def image_files(named) -> list[Path]:
+    return list(named.values())
 
 
 @pytest.fixture(scope="module")
-def photos(folder) -> list[Path]:
-    return common_size_photos(folder / "photos") + photo_set(folder / "cuts", 40, short_256=True)
+def photos(named) -> list[Path]:
+    return [p for p in named.values() if p.parent.name in ("photos", "cuts")]
 
 
 @pytest.fixture(scope="module")
-def image_files(folder, photos) -> list[Path]:
-    return photos + sized_images(folder / "sized", SIZES) + variant_images(folder / "variants")
-
-
-@pytest.fixture(scope="module")
-def named(image_files) -> dict[str, Path]:
-    return {path.name: path for path in image_files}
+def folder(named) -> Path:
+    return next(iter(named.values())).parent.parent
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -155,17 +155,22 @@ def decode_bgr(path: str | Path) -> np.ndarray:
         raw = _read_bounded(Path(path))
     except OSError as error:
         raise ImageDecodeError(path, f"cannot read the file ({error.strerror or error})") from None
+    return decode_bytes(raw, path)
+
+
+def decode_bytes(raw: bytes, name: str | Path) -> np.ndarray:
+    """uint8 HxWx3 BGR of an image file's bytes (the "decode" step); ImageDecodeError naming `name` when impossible."""
     if not raw:
-        raise ImageDecodeError(path, "empty file")
-    _check_dimensions(path, raw)
+        raise ImageDecodeError(name, "empty file")
+    _check_dimensions(name, raw)
     if raw.startswith(_JPEG_START) and not _jpeg_is_complete(raw):
-        raise ImageDecodeError(path, "truncated JPEG (no end-of-image marker)")
+        raise ImageDecodeError(name, "truncated JPEG (no end-of-image marker)")
     try:
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as error:  # e.g. a header announcing more pixels than OpenCV accepts
-        raise ImageDecodeError(path, f"OpenCV refuses it ({error.err})") from None
+        raise ImageDecodeError(name, f"OpenCV refuses it ({error.err})") from None
     if image is None:
-        raise ImageDecodeError(path, "not an image OpenCV can decode (corrupt, truncated or unknown format)")
+        raise ImageDecodeError(name, "not an image OpenCV can decode (corrupt, truncated or unknown format)")
     return image
 
 
@@ -186,23 +191,44 @@ def in_resize_dtype(image: np.ndarray, preset: Preset) -> np.ndarray:
     return image.astype(RESIZE_DTYPES[preset], copy=False)
 
 
-def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:
-    """Resize the short side to `resize` (unless it already is) and cut the centre crop x crop.
+def resize_short(image: np.ndarray, resize: int = 256, preset: Preset = "mmcls") -> np.ndarray:
+    """The "resize" step: the short side scaled to `resize` (unless it already is), in the preset's dtype.
 
-    The resize runs in the preset's dtype (`RESIZE_DTYPES`), and so is the crop. It is a view into the resized
-    image (`to_chw_tensor` makes the one copy the hot path needs), except for an unresized image in pycls's
-    float32: only the crop is converted, which gives the same values as converting the whole image first.
+    INTER_LINEAR on uint8 (OpenCV's fixed point, mmcls) or on float32 (pycls, unrounded). An image whose short side
+    already is `resize` is returned as it is (uint8 even for pycls: `crop_center` converts only the crop, which gives
+    the same values as converting the whole image first).
     """
     _check_preset(preset)
     h, w = image.shape[:2]
-    if min(h, w) != resize:
-        h, w = resized_size(h, w, resize, preset)
-        _opencv_single_threaded()
-        image = cv2.resize(in_resize_dtype(image, preset), (w, h), interpolation=cv2.INTER_LINEAR)
+    if min(h, w) == resize:
+        return image
+    h, w = resized_size(h, w, resize, preset)
+    _opencv_single_threaded()
+    return cv2.resize(in_resize_dtype(image, preset), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def crop_center(image: np.ndarray, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:
+    """The "crop" step: the centre `crop` x `crop` of a resized image, at the preset's rounded origin, in its dtype.
+
+    A view into `image` (`to_chw_tensor` makes the one copy the hot path needs), except where a dtype conversion
+    is due (an unresized image in pycls's float32).
+    """
+    _check_preset(preset)
+    h, w = image.shape[:2]
     if h < crop or w < crop:
-        raise ValueError(f"a {h}x{w} image (after resizing to {resize}) cannot be centre-cropped to {crop}x{crop}")
+        raise ValueError(f"a {h}x{w} image cannot be centre-cropped to {crop}x{crop}")
     y, x = crop_origin(h, w, crop, preset)
     return in_resize_dtype(image[y : y + crop, x : x + crop], preset)
+
+
+def center_crop(image: np.ndarray, resize: int = 256, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:
+    """Resize the short side to `resize` (unless it already is) and cut the centre crop x crop, in the preset's
+    dtype (`RESIZE_DTYPES`): `resize_short`, then `crop_center`."""
+    resized = resize_short(image, resize, preset)
+    if min(resized.shape[:2]) < crop:
+        h, w = resized.shape[:2]
+        raise ValueError(f"a {h}x{w} image (after resizing to {resize}) cannot be centre-cropped to {crop}x{crop}")
+    return crop_center(resized, crop, preset)
 
 
 def load_crop(path: str | Path, resize: int = 256, crop: int = 224, preset: Preset = "mmcls") -> np.ndarray:

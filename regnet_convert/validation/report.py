@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from regnet.zoo import Accuracy, ZooModel
@@ -12,6 +12,7 @@ from regnet_convert.conversion.atomic import atomic_output
 from regnet_convert.validation.evaluate import Counts
 from regnet_convert.validation.imagenet import FULL_VALIDATION_SET
 from regnet_convert.validation.preprocess import arithmetic
+from regnet_convert.validation.selfcheck import PipelineCheck
 
 # which published numbers each preprocessing preset reproduces
 PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
@@ -36,6 +37,7 @@ class ValidationResult:
     demo: bool = False
     zoo: ZooModel | None = None
     weights_dtype: str = "float32"
+    pipeline: PipelineCheck = field(default_factory=PipelineCheck)
 
     @property
     def computed_in(self) -> str:
@@ -55,6 +57,7 @@ class ValidationResult:
         """A full, clean 50,000-image run of a zoo model: the only kind that can pass or fail."""
         return (
             self.zoo is not None
+            and self.pipeline.exact
             and not self.demo
             and self.expected_images == FULL_VALIDATION_SET
             and self.counts.images == FULL_VALIDATION_SET
@@ -87,6 +90,9 @@ class ValidationResult:
     def verdict(self) -> str:
         if self.demo:
             return "DEMO (random weights on generated images; not comparable with any published number)"
+        if not self.pipeline.exact:
+            steps = ", ".join(self.pipeline.differs)
+            return f"NOT COMPARABLE (preprocessing is not bit-exact with the reference pipeline: {steps} differs)"
         if self.counts.bad_images:
             return f"NOT COMPARABLE ({len(self.counts.bad_images)} undecodable image(s) skipped)"
         if self.counts.images != FULL_VALIDATION_SET:
@@ -107,6 +113,7 @@ class ValidationResult:
             f"{'fast path' if self.fast else 'reference path'}, "
             f"{self.device} x{self.world_size}",
             f"precision   weights stored as {self.weights_dtype}, computed in {self.computed_in}",
+            f"pipeline    {self.pipeline_line()}",
             f"{'':24}{'top-1':>8}{'top-5':>8}{'Δtop-1':>9}{'Δtop-5':>9}",
             f"{'measured':24}{self.top1:8.2f}{self.top5:8.2f}",
         ]
@@ -126,6 +133,12 @@ class ValidationResult:
         ]
         return "\n".join(lines)
 
+    def pipeline_line(self) -> str:
+        """What the self-check found: every preprocessing step bit-exact with the reference, or which are not."""
+        if self.pipeline.exact:
+            return "bit-exact with the reference arithmetic (self-check: decode, resize, crop, normalize)"
+        return f"NOT bit-exact with the reference arithmetic: {', '.join(self.pipeline.differs)} differs"
+
     def to_json(self) -> dict:
         refs = {k: (vars(v) if v else None) for k, v in self.references().items()}
         return {
@@ -143,6 +156,7 @@ class ValidationResult:
             "verdict": self.verdict(),
             "preprocess": self.preprocess,
             "preprocess_arithmetic": arithmetic(self.preprocess),
+            "pipeline": self.pipeline.to_json(),
             "channel_order": self.channel_order,
             "amp": self.amp,
             "weights_dtype": self.weights_dtype,

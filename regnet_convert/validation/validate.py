@@ -7,6 +7,7 @@ float32), so each image is decoded and cropped once; an RGB model gets the BGR c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -20,7 +21,7 @@ from regnet.metadata import WeightsMetadata
 from regnet_convert.conversion.atomic import check_output
 from regnet_convert.conversion.convert import load_any
 from regnet_convert.errors import InputError
-from regnet_convert.validation import selection
+from regnet_convert.validation import selection, selfcheck
 from regnet_convert.validation.crop_cache import CropCache
 from regnet_convert.validation.distributed import Placement
 from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
@@ -133,6 +134,9 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
     candidates = resolve_models(options)
     check_outputs(options, candidates)
     check_cache_folder(options)
+    pipeline = selfcheck.check(options.preprocess, device)
+    if not pipeline.exact and rank == 0:
+        selfcheck.announce(pipeline)
     samples = subset(find_samples(options.data, options.labels), options.limit)
     mine = shard(samples, rank, world_size)
     groups: dict[tuple[int, int], list[int]] = {}  # (resize, crop) -> indices into candidates
@@ -173,7 +177,8 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
             )
         del feeds
         for i, model_counts, weights_dtype in zip(members, counts, weights_dtypes, strict=True):
-            results[i] = result_of(options, placement, candidates[i], model_counts, len(samples), wall, weights_dtype)
+            result = result_of(options, placement, candidates[i], model_counts, len(samples), wall, weights_dtype)
+            results[i] = dataclasses.replace(result, pipeline=pipeline)
     return [r for r in results if r is not None]
 
 
