@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -17,6 +18,14 @@ ChannelOrder = Literal["BGR", "RGB"]
 Layout = Literal["native", "timm", "torchvision"]  # tensor names: ours, timm's RegNet or torchvision's
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+# Where a file's categories came from: the source's own class names, or (a source naming none, 1000 classes)
+# ImageNet-1k's, assumed.
+CategoriesFrom = Literal["source", "imagenet-1k-assumed"]
+CATEGORIES_FROM: tuple[CategoriesFrom, ...] = get_args(CategoriesFrom)
+MEAN_RANGE = (0.0, 1.0)  # a mean of pixel values on a 0..1 scale
+STD_RANGE = (1e-6, 1e3)  # 1/255 (inputs of 0..255) is the smallest in use
+MAX_TEST_SIZE = 1024  # test resize and crop, in pixels (RegNets are evaluated at 224 to 384)
+MAX_LABEL_CHARS = 256  # ImageNet's longest class name has 121
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,10 @@ class WeightsMetadata:
     source_sha256: str
     converter_version: str
     layout: Layout = "native"
-    categories: tuple[str, ...] | None = None  # one label per class: ImageNet-1k's WordNet ids, in class order
+    # one label per class, in class order: ImageNet-1k's WordNet ids, or the source's own class names
+    categories: tuple[str, ...] | None = None
     category_names: tuple[str, ...] | None = None  # readable names in the same order ("tench", "goldfish", ...)
+    categories_from: CategoriesFrom | None = None
 
     @property
     def model(self) -> str:
@@ -70,6 +81,7 @@ class WeightsMetadata:
             "layout": self.layout,
             **({"categories": json.dumps(list(self.categories))} if self.categories else {}),
             **({"category_names": json.dumps(list(self.category_names))} if self.category_names else {}),
+            **({"categories_from": self.categories_from} if self.categories_from else {}),
         }
 
     @classmethod
@@ -82,15 +94,18 @@ class WeightsMetadata:
         try:
             preprocessing = Preprocessing(
                 channel_order=_choice(meta["channel_order"], CHANNEL_ORDERS),
-                mean=_triple(json.loads(meta["mean"]), low=0.0),
-                std=_triple(json.loads(meta["std"]), low=1e-6),
+                mean=_triple(json.loads(meta["mean"]), "mean", MEAN_RANGE),
+                std=_triple(json.loads(meta["std"]), "std", STD_RANGE),
                 resize=_size(meta["test_resize"]),
                 crop=_size(meta["test_crop"]),
             )
             if preprocessing.crop > preprocessing.resize:
                 raise ValueError("the test crop is larger than the test resize")
+            config = RegNetConfig.from_dict(json.loads(meta["architecture"]))
+            if not _float32(config.bn_eps) > 0:
+                raise ValueError(f"BN eps {config.bn_eps} is 0 in float32")
             return cls(
-                config=RegNetConfig.from_dict(json.loads(meta["architecture"])),
+                config=config,
                 preprocessing=preprocessing,
                 source_format=meta["source_format"],
                 source_file=meta["source_file"],
@@ -99,10 +114,11 @@ class WeightsMetadata:
                 layout=_choice(meta.get("layout", "native"), LAYOUTS),
                 categories=_categories(meta.get("categories")),
                 category_names=_categories(meta.get("category_names")),
+                categories_from=_categories_from(meta.get("categories_from")),
             )
         except KeyError as exc:
             raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None
-        except (TypeError, ValueError, RecursionError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             detail = " ".join(str(exc).split())[:120]
             raise WeightsFileError(f"damaged regnet-convert metadata ({type(exc).__name__}: {detail})") from None
 
@@ -117,13 +133,26 @@ def _choice(value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _triple(value: object, low: float) -> tuple[float, float, float]:
-    """Three finite numbers >= `low` (a mean or std per channel)."""
+def _float32(value: float) -> float:
+    """`value` as float32 holds it (inf beyond float32's range)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _triple(value: object, what: str, bounds: tuple[float, float]) -> tuple[float, float, float]:
+    """Three numbers within `bounds`, finite in float32 (a mean or std per channel)."""
     if not (isinstance(value, list) and len(value) == 3):
         raise ValueError("mean and std must be three numbers")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= low for v in value):
-        raise ValueError(f"implausible mean or std {value}")
-    return tuple(float(v) for v in value)  # type: ignore[return-value]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{what} must be three numbers")
+    numbers = tuple(float(v) for v in value)  # OverflowError for an integer beyond float's range
+    low, high = bounds
+    if not all(math.isfinite(_float32(v)) and low <= v <= high for v in numbers):
+        shown = ", ".join(f"{v:.4g}" for v in numbers)
+        raise ValueError(f"implausible mean or std: {what} [{shown}] (each from {low:g} to {high:g})")
+    return numbers  # type: ignore[return-value]
 
 
 def _categories(text: str | None) -> tuple[str, ...] | None:
@@ -131,14 +160,18 @@ def _categories(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     labels = json.loads(text)
-    if not (isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= 100 for x in labels)):
-        raise ValueError("categories must be a list of class labels")
+    if not (isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels)):
+        raise ValueError(f"categories must be a list of class labels (1 to {MAX_LABEL_CHARS} characters each)")
     return tuple(labels)
+
+
+def _categories_from(text: str | None) -> CategoriesFrom | None:
+    return None if text is None else _choice(text, CATEGORIES_FROM)  # type: ignore[return-value]
 
 
 def _size(text: str) -> int:
     """A test resize or crop in pixels."""
     value = int(text)
-    if not 1 <= value <= 4096:
-        raise ValueError(f"implausible test size {value}")
+    if not 1 <= value <= MAX_TEST_SIZE:
+        raise ValueError(f"implausible test size {value} (1 to {MAX_TEST_SIZE} pixels)")
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import re
 import warnings
@@ -22,7 +23,8 @@ from regnet_convert.sources.pickle_scan import SAFE_PROTOCOLS, PickleProblem, ch
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNSUPPORTED_OPCODE = re.compile(r"Unsupported operand (\d+)")
-MAX_CFG_CHARS = 1 << 20  # a pycls cfg dump is about 5 KB
+MAX_CFG_CHARS = 256 << 10  # a pycls cfg dump is about 5 KB
+MAX_VISITED = 10_000_000  # objects in a loaded checkpoint: a genuine one holds a few thousand
 WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -112,19 +114,31 @@ def load_tensors_safely(path: Path) -> object:
         raise InputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
 
 
-def _storages(obj: object, found: dict[int, int]) -> dict[int, int]:
-    """Every tensor storage reachable in a loaded checkpoint: data pointer -> size in bytes."""
-    if isinstance(obj, torch.Tensor):
-        if obj.layout != torch.strided or obj.is_quantized or obj.device.type != "cpu":
-            raise ValueError(tensor_problem(obj))  # no checkpoint of weights holds one, anywhere
-        storage = obj.untyped_storage()
-        found[storage.data_ptr()] = storage.nbytes()
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _storages(value, found)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
-            _storages(value, found)
+def _storages(obj: object, limit: int = MAX_VISITED) -> dict[int, int]:
+    """Every tensor storage reachable in a loaded checkpoint: data pointer -> size in bytes.
+
+    Each object is visited once (shared references and cycles are not followed again), at most `limit` of them.
+    """
+    found: dict[int, int] = {}
+    seen: set[int] = set()
+    pending = [obj]
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if len(seen) > limit:
+            raise ValueError(f"holds more than {limit:,} objects (a crafted file)")
+        if isinstance(obj, torch.Tensor):
+            if obj.layout != torch.strided or obj.is_quantized or obj.device.type != "cpu":
+                # no checkpoint of weights holds one, anywhere
+                raise ValueError(f"holds a tensor that {tensor_problem(obj)}")
+            storage = obj.untyped_storage()
+            found[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, dict):
+            pending.extend(obj.values())
+        elif isinstance(obj, list | tuple):
+            pending.extend(obj)
     return found
 
 
@@ -138,11 +152,26 @@ def _check_records(path: Path, loaded: object) -> None:
         names = [i for i in archive.infolist() if i.filename.rsplit("/data/", 1)[-1].isdigit()]
     records = sorted(i.file_size for i in names if i.file_size)  # empty storages share no address: left out
     try:
-        storages = sorted(size for size in _storages(loaded, {}).values() if size)
+        storages = sorted(size for size in _storages(loaded).values() if size)
     except ValueError as exc:
-        raise InputError(path, f"holds a tensor that {exc}") from None
+        raise InputError(path, str(exc)) from None
     if records != storages:
         raise InputError(path, "truncated or damaged checkpoint (its storage records do not match its tensors)")
+
+
+class _YamlAliases(yaml.YAMLError):
+    """A cfg with YAML anchors or aliases."""
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing anchors and aliases: pycls's `cfg.dump()` never writes them, and a few
+    hundred bytes of aliases unfold into billions of nodes (a "billion laughs" file)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _YamlAliases(f"line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
 
 
 def _parse_cfg(path: Path, cfg: object) -> dict | None:
@@ -152,9 +181,14 @@ def _parse_cfg(path: Path, cfg: object) -> dict | None:
         if len(cfg) > MAX_CFG_CHARS:
             raise InputError(path, f"its 'cfg' is {len(cfg):,} characters long, not a pycls config")
         try:
-            parsed = yaml.safe_load(cfg)
+            parsed = yaml.load(cfg, Loader=_PlainYamlLoader)  # a SafeLoader that also refuses aliases
+        except _YamlAliases as exc:
+            raise InputError(
+                path, f"its 'cfg' uses YAML anchors or aliases ({exc}), which a pycls config never does"
+            ) from None
         except yaml.YAMLError as exc:
-            raise InputError(path, f"its 'cfg' is not valid YAML ({str(exc).splitlines()[0]})") from None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InputError(path, f"its 'cfg' is not valid YAML ({' '.join(str(problem).split())[:100]})") from None
         except RecursionError:
             raise InputError(path, "its 'cfg' YAML nests too deeply to be a pycls config") from None
         if isinstance(parsed, dict):
@@ -175,12 +209,17 @@ def tensor_problem(tensor: torch.Tensor) -> str | None:
     return None
 
 
+def _key_text(key: object) -> str:
+    """A dict key for an error line: a string's start, else only its type (a key may be a huge tuple)."""
+    return repr(key[:60]) if isinstance(key, str) else f"a {type(key).__name__} key"
+
+
 def _tensor_dict(path: Path, state: object, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state:
         raise InputError(path, f"{what} is not a non-empty dict of tensors")
     not_tensors = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if not_tensors:
-        raise InputError(path, f"{what} holds entries that are not named tensors, e.g. {not_tensors[0]!r}")
+        raise InputError(path, f"{what} holds entries that are not named tensors, e.g. {_key_text(not_tensors[0])}")
     return state
 
 
@@ -210,7 +249,7 @@ def read_pycls_checkpoint(path: str | Path) -> SourceCheckpoint:
     if _is_state_dict(obj):
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     if isinstance(obj, dict):
-        keys = ", ".join(repr(k)[:40] for k in list(obj)[:5])
+        keys = ", ".join(_key_text(k)[:40] for k in itertools.islice(obj, 5))
         raise InputError(path, f"not a pycls checkpoint: no 'model_state' and not a state dict (keys: {keys})")
     raise InputError(path, f"not a pycls checkpoint: holds a {type(obj).__name__}, not a dict")
 

@@ -1,8 +1,11 @@
 """Look at a checkpoint's pickle streams before torch unpickles them: protocol, nesting depth, size.
 
 torch's safe unpickler (`weights_only=True`) never runs code, but a deeply nested structure can crash the
-process, and it reads only pickle protocols 2 and 3. The scan walks the opcodes iteratively (nothing is
-built) and simulates the stack with the nesting depth of each object.
+process, a few KB of shared references (each tuple holding the previous one twice) unfold into 2**60 objects
+for whatever hashes, compares or walks them, and it reads only pickle protocols 2 and 3. The scan walks the
+opcodes iteratively (nothing is built) and simulates the stack with a record per object: its nesting depth
+and its expanded size (the objects a walk that follows every reference would visit). A memo entry holds the
+very record of its object, so items added to a container after it was memoised count wherever it is used.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import zipfile
 from typing import IO
 
 MAX_DEPTH = 100  # a pycls or mmcls checkpoint nests about 8 deep
+MAX_EXPANDED = 10_000_000  # objects, every shared reference counted: a checkpoint holds a few thousand
 MAX_PICKLE_BYTES = 64 << 20  # the pickled structure of any checkpoint is a few hundred KB at most
 SAFE_PROTOCOLS = (0, 1, 2, 3)
-_MARK = -1
+_MARK = None
 
 # Ops that add items to the container below them (the result is that container, deeper if needed).
 _IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
@@ -23,15 +27,22 @@ _IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
 _MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 _MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
 
+Record = list[int]  # [nesting depth, expanded size] of one simulated object, shared by its references
+
 
 class PickleProblem(ValueError):
     """Why a pickle stream must not reach the unpickler."""
 
 
-def scan(stream: IO[bytes], max_depth: int = MAX_DEPTH) -> int:
-    """The protocol of one pickle (read up to its STOP); PickleProblem when it nests deeper than `max_depth`."""
-    stack: list[int] = []
-    memo: dict[object, int] = {}
+def _atom() -> Record:
+    return [1, 1]
+
+
+def scan(stream: IO[bytes], max_depth: int = MAX_DEPTH, max_expanded: int = MAX_EXPANDED) -> int:
+    """The protocol of one pickle (read up to its STOP); PickleProblem when an object nests deeper than
+    `max_depth` or expands, through shared references, to more than `max_expanded` objects."""
+    stack: list[Record | None] = []
+    memo: dict[object, Record] = {}
     protocol = 0
     try:
         for op, arg, _ in pickletools.genops(stream):
@@ -41,42 +52,61 @@ def scan(stream: IO[bytes], max_depth: int = MAX_DEPTH) -> int:
             elif name == "MARK":
                 stack.append(_MARK)
             elif name in _MEMO_PUT:
-                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else 1
+                memo[len(memo) if name == "MEMOIZE" else arg] = _top(stack)
             elif name in _MEMO_GET:
-                stack.append(memo.get(arg, 1))
+                stack.append(memo.get(arg) or _atom())
             elif name == "DUP":
-                stack.append(stack[-1] if stack else 1)
+                stack.append(_top(stack))
             elif name == "STOP":
                 return protocol
             else:
                 _apply(stack, op, name)
-            if stack and max(stack[-1], 0) > max_depth:
-                raise PickleProblem(f"its pickled data nests deeper than {max_depth} levels (a crafted file)")
+            if stack and (top := stack[-1]) is not _MARK:
+                _check(top, max_depth, max_expanded)
     except IndexError:
         raise ValueError("malformed pickle (stack underflow)") from None
     raise ValueError("malformed pickle (no STOP)")
 
 
-def _apply(stack: list[int], op: pickletools.OpcodeInfo, name: str) -> None:
-    """Pop what `op` consumes and push what it produces, tracking nesting depth."""
+def _top(stack: list[Record | None]) -> Record:
+    """The object on top of the stack (a stray MARK or an empty stack count as a plain value)."""
+    return stack[-1] if stack and stack[-1] is not _MARK else _atom()
+
+
+def _check(record: Record, max_depth: int, max_expanded: int) -> None:
+    if record[0] > max_depth:
+        raise PickleProblem(f"its pickled data nests deeper than {max_depth} levels (a crafted file)")
+    if record[1] > max_expanded:
+        raise PickleProblem(
+            f"its pickled data unfolds into more than {max_expanded:,} objects through shared references "
+            "(a crafted file)"
+        )
+
+
+def _apply(stack: list[Record | None], op: pickletools.OpcodeInfo, name: str) -> None:
+    """Pop what `op` consumes and push what it produces, tracking nesting depth and expanded size."""
     before = op.stack_before
-    popped: list[int] = []
+    popped: list[Record] = []
     if pickletools.markobject in before:
-        while stack[-1] != _MARK:
-            popped.append(stack.pop())
+        while stack[-1] is not _MARK:
+            popped.append(stack.pop())  # type: ignore[arg-type]
         stack.pop()
         for _ in range(before.index(pickletools.markobject)):
-            popped.append(stack.pop())
+            popped.append(_top(stack))
+            stack.pop()
     else:
         for _ in before:
-            popped.append(stack.pop())
+            popped.append(_top(stack))
+            stack.pop()
     if not op.stack_after:
         return
     if name in _IN_PLACE:
         container, items = popped[-1], popped[:-1]
-        stack.append(max([container] + [d + 1 for d in items]))
+        container[0] = max([container[0]] + [d + 1 for d, _ in items])
+        container[1] += sum(size for _, size in items)
+        stack.append(container)
     else:
-        stack.append(1 + max(popped, default=0))
+        stack.append([1 + max((d for d, _ in popped), default=0), 1 + sum(size for _, size in popped)])
 
 
 def check_checkpoint(path: str) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import os
+import stat
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from regnet_convert.errors import InputError
 from regnet_convert.sources.files import check_input_file
@@ -17,6 +20,7 @@ Sample = tuple[Path, int]
 FULL_VALIDATION_SET = 50_000
 IMAGENET_CLASSES = 1000
 MAX_LABELS_BYTES = 64 << 20  # meta/val.txt is 1.3 MB
+MAX_LABEL_LINES = 1_000_000  # 20 times ImageNet's 50,000 validation images
 
 
 @cache
@@ -62,30 +66,62 @@ def class_folder_samples(data: Path) -> list[Sample]:
     return [(path, label) for path, label in samples if is_image(path)]
 
 
-def read_labels(labels: Path) -> dict[str, int]:
-    """Image name -> class index, from mmcls's `meta/val.txt` or Kaggle's `LOC_val_solution.csv`.
+class LabelEntry(NamedTuple):
+    """One line of a labels file: the image it names, its class index, and the line's number."""
 
-    An image listed twice with different classes is an error; UTF-8 with or without a byte-order mark.
-    """
+    name: str
+    label: int
+    line: int
+
+
+def _read_lines(labels: Path) -> list[str]:
+    """The labels file's lines, refused before splitting when it is too large or has too many."""
     check_input_file(labels, "labels file", label="--labels")
-    if labels.stat().st_size > MAX_LABELS_BYTES:
+    with open(labels, "rb") as f:
+        data = f.read(MAX_LABELS_BYTES + 1)
+    if len(data) > MAX_LABELS_BYTES:
         raise InputError(labels, f"is over {MAX_LABELS_BYTES >> 20} MB, too large for a labels file")
+    if (count := data.count(b"\n") + (not data.endswith(b"\n"))) > MAX_LABEL_LINES:
+        raise InputError(labels, f"has {count:,} lines; a labels file has one per image (at most {MAX_LABEL_LINES:,})")
     try:
-        lines = labels.read_text(encoding="utf-8-sig").splitlines()
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(labels, f"is not UTF-8 text (byte {exc.start})") from None
-    table: dict[str, int] = {}
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _name_problem(name: str) -> bool:
+    """Whether a labels entry cannot name an image inside the data folder."""
+    if "/" not in name and len(name) <= 63:  # most names: one short part (4 UTF-8 bytes a character at most)
+        return "\0" in name or name == ".."
+    parts = name.split("/")
+    return (
+        "\0" in name
+        or name.startswith("/")
+        or ".." in parts
+        or any(len(part) > 63 and len(os.fsencode(part)) > 255 for part in parts)
+    )
+
+
+def read_labels(labels: Path) -> list[LabelEntry]:
+    """Every entry of mmcls's `meta/val.txt` or Kaggle's `LOC_val_solution.csv`, in file order.
+
+    A name given twice is an error (whatever the classes); UTF-8 with or without a byte-order mark; at most
+    MAX_LABELS_BYTES and MAX_LABEL_LINES, refused before anything is parsed.
+    """
+    lines = _read_lines(labels)
+    entries: list[LabelEntry] = []
     line_of: dict[str, int] = {}
 
     def add(name: str, index: int, number: int) -> None:
-        too_long = any(len(os.fsencode(part)) > 255 for part in Path(name).parts)
-        if "\0" in name or too_long or Path(name).is_absolute() or ".." in Path(name).parts:
+        if _name_problem(name):
             raise InputError(labels, f"line {number} names {name[:60]!r}, not an image inside the data folder")
-        if name in table and table[name] != index:
-            raise InputError(
-                labels, f"line {number} gives {name!r} class {index}, line {line_of[name]} gave class {table[name]}"
-            )
-        table[name], line_of[name] = index, number
+        if (first := line_of.setdefault(name, number)) != number:
+            raise InputError(labels, f"line {number} names {name[:60]!r} again (line {first}); one label per image")
+        entries.append(LabelEntry(name, index, number))
 
     if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
         rows = csv.reader(lines[1:])
@@ -105,42 +141,69 @@ def read_labels(labels: Path) -> dict[str, int]:
                 add(row[0], class_index()[wnid], number)
     else:
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
             parts = line.split()
+            if not parts:
+                continue
             if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()) or not 0 <= int(parts[1]) < 1000:
                 raise InputError(labels, f"line {number} is not 'FILE CLASS_INDEX' with an index 0..999: {line[:80]!r}")
             add(parts[0], int(parts[1]), number)
-    if not table:
+    if not entries:
         raise InputError(labels, "holds no labels")
-    return table
+    return entries
 
 
-def _resolve(data: Path, name: str) -> Path | None:
+FileKey = tuple[int, int]  # (st_dev, st_ino): which file a path is, whatever its spelling or links
+
+
+def _regular_file(path: str) -> FileKey | None:
+    """The identity of the regular file at `path` (links followed), or None when there is none."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def _resolve(data: str, name: str) -> tuple[str, FileKey] | None:
     """The image a labels entry names: a path relative to `data`, or (CSV ids) that name plus an extension."""
-    path = data / name
-    if path.is_file():
-        return path
+    path = os.path.join(data, name)
+    if (key := _regular_file(path)) is not None:
+        return path, key
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return None
     for suffix in (".JPEG", ".jpeg", ".jpg", ".JPG", ".png"):
-        if (candidate := data / f"{name}{suffix}").is_file():
-            return candidate
+        if (key := _regular_file(path + suffix)) is not None:
+            return path + suffix, key
     return None
 
 
 def labelled_samples(data: Path, labels: Path) -> list[Sample]:
-    """Every labelled image must exist and every image in `data` must have a label."""
-    table = read_labels(labels)
+    """Every labelled image must exist and every image in `data` must have a label.
+
+    Entries are keyed by the file they resolve to: two lines naming one image (`a.JPEG` and `./a.JPEG`, a
+    Kaggle id and its file name, two links to one file) are an error, even when they agree.
+    """
     samples, missing = [], []
-    for name, label in sorted(table.items()):
-        path = _resolve(data, name)
-        if path is None:
-            missing.append(name)
-        else:
-            samples.append((path, label))
+    entry_of: dict[FileKey, LabelEntry] = {}
+    for entry in sorted(read_labels(labels)):
+        found = _resolve(os.fspath(data), entry.name)
+        if found is None:
+            missing.append(entry.name)
+            continue
+        path, key = found
+        if (first := entry_of.setdefault(key, entry)) is not entry:
+            a, b = sorted((first, entry), key=lambda e: e.line)
+            raise InputError(
+                labels, f"lines {a.line} ({a.name[:60]!r}) and {b.line} ({b.name[:60]!r}) name the same image"
+            )
+        samples.append((Path(path), entry.label))
     if missing:
         raise InputError(labels, f"names {len(missing)} image(s) missing from {data}: {_examples(missing)}")
-    labelled = {path.resolve() for path, _ in samples}
-    unlabelled = sorted(p.name for p in data.iterdir() if is_image(p) and p.resolve() not in labelled)
+    unlabelled = sorted(p.name for p in data.iterdir() if is_image(p) and _regular_file(os.fspath(p)) not in entry_of)
     if unlabelled:
         raise InputError(data, f"{len(unlabelled)} image(s) have no label in {labels.name}: {_examples(unlabelled)}")
     return samples
