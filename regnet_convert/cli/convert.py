@@ -9,7 +9,7 @@ import click
 
 from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
-from regnet_convert.cli.common import ReportingGroup, console_script
+from regnet_convert.cli.common import ReportingGroup, console_script, emit, printable
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.convert import DTYPES, convert
@@ -53,10 +53,10 @@ def conversion_command(source_format: str, summary: str) -> Callable:
     @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
     def command(source: Path, output: Path, verbose: bool, quiet: bool, **options) -> None:
-        log = (lambda line: click.echo(line, err=True)) if verbose and not quiet else (lambda _: None)
+        log = (lambda line: click.echo(printable(line), err=True)) if verbose and not quiet else (lambda _: None)
         result = convert(source, output, source_format=source_format, quiet=quiet, log=log, **options)
         if not quiet:
-            click.echo(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
+            emit(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
 
     command.__doc__ = (
         summary
@@ -88,7 +88,7 @@ main.add_command(zoo)
 @click.argument("file", type=click.Path(path_type=Path))
 def inspect_command(file: Path) -> None:
     """Show the model, size, complexity and metadata of a .pyth or converted FILE."""
-    click.echo("\n".join(describe(file)))
+    emit("\n".join(describe(file)))
 
 
 @main.command("export")
@@ -101,7 +101,7 @@ def export_command(source: Path, output: str, target: str, force: bool, quiet: b
     metadata = export(source, output, target, force)
     if not quiet:
         order = metadata.preprocessing.channel_order
-        click.echo(f"{source} -> {output}: {metadata.model} for {target}, {order} input")
+        emit(f"{source} -> {output}: {metadata.model} for {target}, {order} input")
 
 
 export_command.help = (

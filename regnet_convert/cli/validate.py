@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from regnet_convert.cli.common import ReportingCommand, console_script
+from regnet_convert.cli.common import ReportingCommand, console_script, emit, printable
 from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
@@ -94,24 +94,25 @@ def main(json_path: str | None, quiet: bool, **kwargs) -> None:
 
     \b
     Exit status: 0 pass (or nothing to judge), 1 accuracy outside the tolerance (any model of a sweep),
-    2 bad usage, input or data, 3 unexpected error, 130 interrupted (128+N for signal N).
+    2 bad usage, input, data or output, 3 unexpected error, 130 interrupted (128+N for signal N), whichever
+    process gets the signal (a worker, a torchrun rank); a closed stdout leaves the status as it is.
     """
     options = ValidationOptions(**kwargs, progress=not quiet, json_path=json_path)
     try:
-        with process_group(options.device) as placement:
+        with process_group(options.device) as placement:  # a failure on any rank ends every rank with it
             results = validate(options, placement)
-            if placement.is_main:  # printed first: a late error must not lose the results
-                click.echo(sweep_table(results) if options.sweep else results[0].table())
-                inputs = json_inputs(options, [Path(r.weights) for r in results])
-                if json_path:
-                    records = [r.to_json() for r in results]
-                    write_json(json_path, records if options.sweep else records[0], inputs)
-                if options.table_path:
-                    write_table(options.table_path, results, inputs)
     except MissingWeights as missing:
         for line in missing.details:
-            click.echo(line, err=True)
+            click.echo(printable(line), err=True)
         raise
+    if placement.is_main:  # printed first (a closed stdout is no error): a late error must not lose the results
+        emit(sweep_table(results) if options.sweep else results[0].table())
+        inputs = json_inputs(options, [Path(r.weights) for r in results])
+        if json_path:
+            records = [r.to_json() for r in results]
+            write_json(json_path, records if options.sweep else records[0], inputs)
+        if options.table_path:
+            write_table(options.table_path, results, inputs)
     sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
 
 

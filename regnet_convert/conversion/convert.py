@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,7 +144,9 @@ def convert_in_memory(
         config=config,
         preprocessing=preprocessing,
         source_format=fmt.name,
-        source_file=f"{source.name}/{checkpoint.weights_file.name}" if checkpoint.weights_file else source.name,
+        source_file=os.fsencode(  # recorded as UTF-8: the bytes of a name that is not UTF-8 as \xff
+            f"{source.name}/{checkpoint.weights_file.name}" if checkpoint.weights_file else source.name
+        ).decode("utf-8", "backslashreplace"),
         source_sha256=sha256_of(checkpoint.weights_file or source, quiet),
         converter_version=__version__,
         categories=wnids() if imagenet else None,

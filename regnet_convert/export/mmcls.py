@@ -12,6 +12,7 @@ known, and mmcls's generator reproduces their stages. The file is what mmcv's `s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -100,10 +101,36 @@ def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if whole else tensor.clone(memory_format=torch.contiguous_format)
 
 
+class _WriteErrors:
+    """The file torch.save writes to, keeping the OSError of a failed write (a full disk): torch itself reports
+    only "unexpected pos", a RuntimeError."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
-    """`{"state_dict": ..., "meta": ...}` in mmcls's names, plain data only (loadable with weights_only)."""
+    """`{"state_dict": ..., "meta": ...}` in mmcls's names, plain data only (loadable with weights_only); a failed
+    write raises its OSError (the atomic output reports it)."""
     state_dict = {mmcls_keys.to_mmcls(key): _own_storage(tensor) for key, tensor in state.items()}
-    torch.save({"state_dict": state_dict, "meta": meta(metadata)}, path)
+    with open(path, "wb") as file:
+        stream = _WriteErrors(file)
+        try:
+            torch.save({"state_dict": state_dict, "meta": meta(metadata)}, stream)
+        except RuntimeError:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
 
 
 TARGET = Target(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import re
 import warnings
@@ -71,6 +72,15 @@ def _describe_load_failure(exc: Exception) -> str:
     return f"not a PyTorch checkpoint ({type(exc).__name__}{': ' + detail[:120] if detail else ''})"
 
 
+def _utf8(path: Path) -> bool:
+    """Whether the name is valid UTF-8 (os.fsdecode escapes other bytes as surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load_tensors_safely(path: Path) -> object:
     """`torch.load` restricted to tensors, plain containers and numpy scalars, every record's size checked."""
     check_input_file(path, "checkpoint file")
@@ -101,8 +111,10 @@ def load_tensors_safely(path: Path) -> object:
             if path.suffix.lower() == ".safetensors":  # torch.load would hand such a name to safetensors
                 with open(path, "rb") as f:
                     loaded = torch.load(f, map_location="cpu", weights_only=True)
-            else:
-                loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            else:  # by descriptor where the name is not UTF-8 (torch's reader takes only UTF-8 names)
+                with open(path, "rb") as f:
+                    name = path if _utf8(path) else Path(f"/proc/self/fd/{f.fileno()}")
+                    loaded = torch.load(name, map_location="cpu", weights_only=True, mmap=is_zip)
         if is_zip:
             _check_records(path, loaded)
         return loaded

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from regnet_convert.cli.common import notice
 from regnet_convert.conversion.atomic import atomic_directory
 from regnet_convert.errors import InputError
 from regnet_convert.sources.files import file_kind
@@ -79,21 +80,29 @@ class CachedCrops:
 class Recorder:
     """Writes the crops of a run to a new entry as its batches go by."""
 
-    def __init__(self, entry: Path, data: Path, shape: tuple[int, ...]) -> None:
+    def __init__(self, entry: Path, data: Path | None, shape: tuple[int, ...]) -> None:
+        """With `data` None, a recorder that records nothing (the cache could not be written: the run goes on)."""
         self.entry, self.data, self.shape = entry, data, shape
         self.written, self.errors = 0, {}
-        self.file = open(data, "wb")  # noqa: SIM115 (closed by `finish` or by `CropCache.building`)
+        self.failed = data is None  # a write failed: the entry is abandoned, the run goes on uncached
+        self.file = open(data, "wb") if data is not None else None  # noqa: SIM115 (closed by `finish`/`building`)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
     def record(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        """`batches`, unchanged, their crops appended to the entry's data file."""
+        """`batches`, unchanged, their crops appended to the entry's data file (until a write fails)."""
         for batch in batches:
             images, _, indices, errors = batch
             if indices.tolist() != list(range(self.written, self.written + len(errors))):
                 raise RuntimeError("the crop cache expects the batches in order")
-            try:
-                self.file.write(np.ascontiguousarray(images.numpy()).tobytes())
-            except OSError as exc:
-                raise InputError(f"{LABEL} {self.entry}", f"writing failed ({exc.strerror or exc})") from None
+            if not self.failed:
+                try:
+                    self.file.write(np.ascontiguousarray(images.numpy()).tobytes())
+                except OSError as exc:
+                    self.failed = True
+                    _uncached(f"{LABEL} {self.entry}", exc)
             self.errors.update({self.written + i: e for i, e in enumerate(errors) if e})
             self.written += len(errors)
             yield batch
@@ -199,29 +208,50 @@ class CropCache:
     def building(self) -> Iterator[Recorder]:
         """A recorder for this run's crops; the entry appears, complete, when the block ends without an error
         (a folder this call created is removed again if it fails)."""
-        created = False
-        if not self.folder.exists():
-            try:
-                os.mkdir(self.folder)
-            except OSError as exc:
-                raise InputError(self._name(), f"cannot be created ({exc.strerror or exc})") from None
-            created = True
-        for name in (INDEX, DATA):  # a damaged entry of ours may hold a folder where a file belongs: clear it
-            part = self.entry / name
-            if part.is_dir() and not part.is_symlink():
-                shutil.rmtree(part, ignore_errors=True)
+        created, stage = False, "setup"
         try:
+            if not self.folder.exists():
+                try:
+                    os.mkdir(self.folder)
+                except OSError as exc:
+                    raise InputError(self._name(), f"cannot be created ({exc.strerror or exc})") from None
+                created = True
+            for name in (INDEX, DATA):  # a damaged entry of ours may hold a folder where a file belongs: clear it
+                part = self.entry / name
+                if part.is_dir() and not part.is_symlink():
+                    shutil.rmtree(part, ignore_errors=True)
             with ExitStack() as stack:
                 tmp = stack.enter_context(atomic_directory(self.entry, True, (), (INDEX, DATA)))
                 recorder = Recorder(self.entry, tmp / DATA, self.shape)
-                stack.callback(recorder.file.close)
+                stack.callback(recorder.close)
+                stage = "run"
                 yield recorder
+                stage = "commit"
+                if recorder.failed:
+                    raise _Abandoned
                 recorder.finish(tmp / INDEX, self.key, self.dtype)
-        except BaseException:
+        except BaseException as exc:
             if created:
                 with suppress(OSError):
                     os.rmdir(self.folder)
-            raise
+            if isinstance(exc, _Abandoned):
+                return
+            if stage == "run" or not isinstance(exc, (OSError, InputError)):
+                raise
+            # the cache cannot be written (a full disk, a quota): the evaluation goes on, or is kept, uncached
+            _uncached(self._name(), exc)
+            if stage == "setup":
+                yield Recorder(self.entry, None, self.shape)
+
+
+class _Abandoned(Exception):
+    """A write to the entry failed during the run: the temporary entry is removed, the results are kept."""
+
+
+def _uncached(name: str, exc: Exception) -> None:
+    """One notice line: the cache could not be written, and the run does without it."""
+    reason = exc.problem if isinstance(exc, InputError) else exc.strerror or str(exc)
+    notice(f"notice: {name}: cannot be written ({reason}); running without the cache")
 
 
 def _read_index(path: Path) -> dict:

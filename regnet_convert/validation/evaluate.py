@@ -3,7 +3,6 @@ across processes."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -16,7 +15,9 @@ from tqdm import tqdm
 
 from regnet import RegNet
 from regnet.fast import fast_model
+from regnet_convert.cli.common import notice, printable
 from regnet_convert.errors import InputError
+from regnet_convert.validation.distributed import check_peers
 from regnet_convert.validation.preprocess import normalize
 
 Amp = Literal["off", "bf16", "fp16"]
@@ -41,6 +42,7 @@ class Counts:
         """Sum over all processes of a torch.distributed job (no-op when there is none)."""
         if not (dist.is_available() and dist.is_initialized()):
             return self
+        check_peers()  # a rank that failed (a bad image, an interruption) ends every rank with its error
         device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         totals = torch.tensor([self.images, self.top1, self.top5], dtype=torch.int64, device=device)
         dist.all_reduce(totals)
@@ -86,7 +88,7 @@ class Evaluation:
             return fast_model(
                 model,
                 self.device,
-                notice=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else lambda _: None,
+                notice=notice if progress else lambda _: None,
             )
         model = model.to(self.device).eval()
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
@@ -121,29 +123,29 @@ class Evaluation:
         hits = [torch.zeros(2, dtype=torch.int64, device=self.device) for _ in feeds]  # top-1, top-5
         sweep = len(feeds) > 1
         bar = tqdm(total=total * len(feeds), unit="img", disable=not progress, desc="validating", leave=False)
-        for images, labels, indices, errors in batches:
-            if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
-                if not skip_bad_images:
-                    raise InputError(None, f"{bad[0][1]} (use --skip-bad-images to skip such files)")
-                bad_images += [i for i, _ in bad]
-                keep = torch.tensor([not e for e in errors])
-                images, labels = images[keep], labels[keep]
-            if len(labels):
-                images = images.to(self.device, non_blocking=True)
-                labels = labels.to(self.device, non_blocking=True)
-            images_done += len(labels)
-            if progress and sweep:
-                bar.set_postfix_str(f"image {images_done + len(bad_images):,}/{total:,}", refresh=False)
-            for k, feed in enumerate(feeds):
-                if sweep:
-                    bar.set_description_str(f"{feed.name} ({k + 1}/{len(feeds)})", refresh=False)
+        with bar:  # cleared however the loop ends: an error line never lands on the bar's line
+            for images, labels, indices, errors in batches:
+                if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
+                    if not skip_bad_images:
+                        raise InputError(None, f"{bad[0][1]} (use --skip-bad-images to skip such files)")
+                    bad_images += [i for i, _ in bad]
+                    keep = torch.tensor([not e for e in errors])
+                    images, labels = images[keep], labels[keep]
                 if len(labels):
-                    hits[k] += self.hits(feed, images, labels)
-                bar.update(len(errors))
-            if progress and not sweep:
-                top1, top5 = (100.0 * hits[0] / max(images_done, 1)).tolist()
-                bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
-        bar.close()
+                    images = images.to(self.device, non_blocking=True)
+                    labels = labels.to(self.device, non_blocking=True)
+                images_done += len(labels)
+                if progress and sweep:
+                    bar.set_postfix_str(f"image {images_done + len(bad_images):,}/{total:,}", refresh=False)
+                for k, feed in enumerate(feeds):
+                    if sweep:
+                        bar.set_description_str(f"{printable(feed.name)} ({k + 1}/{len(feeds)})", refresh=False)
+                    if len(labels):
+                        hits[k] += self.hits(feed, images, labels)
+                    bar.update(len(errors))
+                if progress and not sweep:
+                    top1, top5 = (100.0 * hits[0] / max(images_done, 1)).tolist()
+                    bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
         counts = []
         for h in hits:
             top1, top5 = (int(v) for v in h.tolist())

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from regnet_convert.cli.common import ignore_interruptions
 from regnet_convert.validation.imagenet import Sample
 from regnet_convert.validation.preprocess import RESIZE_DTYPES, ImageDecodeError, Preset, load_crop, to_chw_tensor
 
@@ -51,10 +52,16 @@ def shard(samples: list[Sample], rank: int, world_size: int) -> list[Sample]:
     return samples[rank::world_size]
 
 
+def _worker_init(_worker_id: int) -> None:
+    """Workers ignore Ctrl-C, SIGTERM and SIGHUP sent to the process group: the main process decides, ends the
+    run with one line and shuts them down."""
+    ignore_interruptions()
+
+
 def make_loader(
     samples: list[Sample], settings: CropSettings, batch_size: int, workers: int, pin_memory: bool
 ) -> DataLoader:
-    """A loader over `samples` in order (each exactly once)."""
+    """A loader over `samples` in order (each exactly once); its workers leave interruptions to the main process."""
     return DataLoader(
         ValidationImages(samples, settings),
         batch_size=batch_size,
@@ -63,4 +70,5 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
     )

@@ -3,7 +3,8 @@ where their converted weights are."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import regnet
@@ -82,3 +83,17 @@ def weights_paths(names: list[str]) -> list[Path]:
         f"{len(missing)} of {len(names)} models have no converted weights here; get them with: {fetch}",
         details,
     )
+
+
+@contextmanager
+def blamed_on_model(name: str, path: Path) -> Iterator[None]:
+    """Errors about `path`, a zoo model's weights found in the checkpoints folder, name it and the `--model` option
+    that chose it (no --weights was given)."""
+    try:
+        yield
+    except MissingWeights:
+        raise
+    except InputError as error:
+        if error.path != str(path):
+            raise
+        raise InputError(f"{path} (the weights of --model {name})", error.problem) from None

@@ -79,9 +79,9 @@ def json_inputs(options: ValidationOptions, weights: Iterable[Path]) -> list[Pat
     return [p for p in (*weights, options.labels) if p is not None]
 
 
-def load_candidate(path: Path, name: str | None) -> Candidate:
+def load_candidate(path: Path, name: str | None, label: str | None = "--weights") -> Candidate:
     """An ImageNet-1k classifier from `path`, the very `name` architecture when one is given."""
-    model, metadata = load_any(path, label="--weights")
+    model, metadata = load_any(path, label=label)
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
@@ -102,7 +102,11 @@ def resolve_models(options: ValidationOptions) -> list[Candidate]:
     if not options.model:
         raise InputError(None, "give --model NAME or --weights FILE")
     names = selection.expand(options.model)
-    return [load_candidate(path, name) for name, path in zip(names, selection.weights_paths(names), strict=True)]
+    candidates = []
+    for name, path in zip(names, selection.weights_paths(names), strict=True):
+        with selection.blamed_on_model(name, path):  # no --weights was given: name the file and --model
+            candidates.append(load_candidate(path, name, label=None))
+    return candidates
 
 
 def check_outputs(options: ValidationOptions, candidates: list[Candidate]) -> None:
