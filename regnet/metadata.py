@@ -147,7 +147,10 @@ def _triple(value: object, what: str, bounds: tuple[float, float]) -> tuple[floa
         raise ValueError("mean and std must be three numbers")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{what} must be three numbers")
-    numbers = tuple(float(v) for v in value)  # OverflowError for an integer beyond float's range
+    try:
+        numbers = tuple(float(v) for v in value)
+    except OverflowError:
+        raise ValueError(f"implausible mean or std: {what} holds an integer beyond any float") from None
     low, high = bounds
     if not all(math.isfinite(_float32(v)) and low <= v <= high for v in numbers):
         shown = ", ".join(f"{v:.4g}" for v in numbers)

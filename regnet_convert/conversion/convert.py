@@ -21,7 +21,7 @@ from regnet_convert.conversion.atomic import atomic_output, check_output
 from regnet_convert.errors import InputError
 from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.sources.formats import FORMATS, map_keys
-from regnet_convert.validation.imagenet import class_names, wnids
+from regnet_convert.validation.imagenet import class_names, is_imagenet_order, wnids
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
@@ -139,7 +139,6 @@ def convert_in_memory(
     if rgb and preprocessing.channel_order == "BGR":
         state, preprocessing = reverse_channels(state, preprocessing)
         log(f"stem input channels reversed: the model takes {preprocessing.channel_order} input")
-    imagenet = config.num_classes == len(wnids())
     metadata = WeightsMetadata(
         config=config,
         preprocessing=preprocessing,
@@ -149,10 +148,25 @@ def convert_in_memory(
         ).decode("utf-8", "backslashreplace"),
         source_sha256=sha256_of(checkpoint.weights_file or source, quiet),
         converter_version=__version__,
-        categories=wnids() if imagenet else None,
-        category_names=class_names() if imagenet else None,
+        **class_labels(source, checkpoint.class_names, config.num_classes),
     )
     return state, Conversion(config, found_by, metadata, len(state))
+
+
+def class_labels(source: Path, names: tuple[str, ...] | None, num_classes: int) -> dict:
+    """The categories a converted file records: the source's own class names (with ImageNet-1k's WordNet ids
+    when they are ImageNet-1k's classes in its order), or, for a source that names none and has 1000 classes,
+    ImageNet-1k's, recorded as assumed."""
+    if names is None:
+        if num_classes != len(wnids()):
+            return {}
+        return {"categories": wnids(), "category_names": class_names(), "categories_from": "imagenet-1k-assumed"}
+    if len(names) != num_classes:
+        raise InputError(source, f"names {len(names)} classes, but its weights have {num_classes}")
+    if is_imagenet_order(names):
+        readable = class_names() if names == wnids() else names
+        return {"categories": wnids(), "category_names": readable, "categories_from": "source"}
+    return {"categories": names, "categories_from": "source"}
 
 
 def write_converted(

@@ -18,10 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 import regnet
+from regnet.config import MAX_CLASSES
+from regnet.metadata import MAX_LABEL_CHARS
 from regnet_convert.errors import InputError
 from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.sources.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNSUPPORTED_OPCODE = re.compile(r"Unsupported operand (\d+)")
 MAX_CFG_CHARS = 256 << 10  # a pycls cfg dump is about 5 KB
@@ -37,6 +40,24 @@ class SourceCheckpoint:
     cfg: dict | None  # the training config (pycls's `cfg.dump()`), when the file has one
     has_optimizer_state: bool = False
     weights_file: Path | None = None  # the file read, when the source is a folder (a Hugging Face model)
+    class_names: tuple[str, ...] | None = None  # the source's own, one per class (hf id2label, mmcls CLASSES)
+
+
+def source_class_names(path: Path, names: object, what: str) -> tuple[str, ...] | None:
+    """A source's class names, checked: None when it has none, or only placeholders (LABEL_0.., 0..)."""
+    if names is None:
+        return None
+    if not isinstance(names, list | tuple) or not 1 <= len(names) <= MAX_CLASSES:
+        raise InputError(path, f"its {what} is not a list of 1 to {MAX_CLASSES:,} class names")
+    for i, name in enumerate(names):
+        if not (isinstance(name, str) and 0 < len(name) <= MAX_LABEL_CHARS) or _CONTROL.search(name):
+            shown = repr(name[:40]) if isinstance(name, str) else f"a {type(name).__name__}"
+            raise InputError(
+                path, f"its {what}[{i}] is {shown}, not a class name (1 to {MAX_LABEL_CHARS} printable characters)"
+            )
+    if all(name in (str(i), f"LABEL_{i}") for i, name in enumerate(names)):
+        return None  # transformers' and mmcls's stand-ins for "no names"
+    return tuple(names)
 
 
 def _numpy_safe_globals() -> list:
@@ -239,12 +260,26 @@ def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+def _mmcls_class_names(path: Path, obj: dict) -> tuple[str, ...] | None:
+    """mmcls's `meta.CLASSES` (mmpretrain's `meta.dataset_meta.classes`), when the checkpoint has them."""
+    meta = obj.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    if meta.get("CLASSES") is not None:
+        return source_class_names(path, meta["CLASSES"], "meta.CLASSES")
+    dataset = meta.get("dataset_meta")
+    if isinstance(dataset, dict) and dataset.get("classes") is not None:
+        return source_class_names(path, dataset["classes"], "meta.dataset_meta.classes")
+    return None
+
+
 def read_mmcls_checkpoint(path: str | Path) -> SourceCheckpoint:
     """An mmclassification checkpoint (`state_dict`, `meta`, ...) or a bare state dict."""
     path = Path(path)
     obj = load_tensors_safely(path)
     if isinstance(obj, dict) and "state_dict" in obj:
-        return SourceCheckpoint(_tensor_dict(path, obj["state_dict"], "its 'state_dict'"), None, "optimizer" in obj)
+        state = _tensor_dict(path, obj["state_dict"], "its 'state_dict'")
+        return SourceCheckpoint(state, None, "optimizer" in obj, class_names=_mmcls_class_names(path, obj))
     if _is_state_dict(obj):
         return SourceCheckpoint(_tensor_dict(path, obj, "the state dict"), None)
     raise InputError(path, "not an mmclassification checkpoint: no 'state_dict' and not a state dict")

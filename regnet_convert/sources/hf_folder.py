@@ -16,7 +16,7 @@ from regnet.config import MAX_BLOCKS, MAX_CLASSES, MAX_STAGES, MAX_WIDTH
 from regnet.hf_layout import from_hf, to_hf
 from regnet_convert.errors import InputError
 from regnet_convert.sources import pycls_keys
-from regnet_convert.sources.checkpoint import SourceCheckpoint, read_state_dict_file
+from regnet_convert.sources.checkpoint import SourceCheckpoint, read_state_dict_file, source_class_names
 from regnet_convert.sources.files import check_input_file
 
 MAX_CONFIG_BYTES = 1 << 20  # a RegNet's config.json with 1000 labels is about 60 KB
@@ -40,7 +40,8 @@ def read_hf_folder(path: str | Path) -> SourceCheckpoint:
         if not pycls_keys.is_dropped(key) and to_hf(native, not se) == key != to_hf(native, se):
             said = f"layer_type {'y' if se else 'x'}"
             raise InputError(weights, f"tensor {key[:80]!r} does not fit a RegNet of config.json's {said}")
-    return SourceCheckpoint(checkpoint.state, cfg, weights_file=weights)
+    names = _class_names(folder / "config.json", config)
+    return SourceCheckpoint(checkpoint.state, cfg, weights_file=weights, class_names=names)
 
 
 def _check_folder(folder: Path) -> None:
@@ -134,6 +135,14 @@ def _num_labels(path: Path, config: dict) -> int:
     if stated is not None and stated != len(id2label):
         raise InputError(path, f"its 'num_labels' {stated} contradicts its {len(id2label)} 'id2label' entries")
     return len(id2label)
+
+
+def _class_names(path: Path, config: dict) -> tuple[str, ...] | None:
+    """id2label's names in class order (checked by `_num_labels`), or None without real names."""
+    id2label = config.get("id2label")
+    if id2label is None:
+        return None
+    return source_class_names(path, [id2label[str(i)] for i in range(len(id2label))], "id2label")
 
 
 def config_to_cfg(path: Path, config: dict) -> tuple[dict, bool]:

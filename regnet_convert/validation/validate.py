@@ -25,7 +25,7 @@ from regnet_convert.validation import selection, selfcheck
 from regnet_convert.validation.crop_cache import CropCache
 from regnet_convert.validation.distributed import Placement
 from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
-from regnet_convert.validation.imagenet import IMAGENET_CLASSES, find_samples, subset
+from regnet_convert.validation.imagenet import IMAGENET_CLASSES, categories_problem, find_samples, subset
 from regnet_convert.validation.loader import CropSettings, make_loader, shard
 from regnet_convert.validation.preprocess import Preset
 from regnet_convert.validation.report import ValidationResult
@@ -85,6 +85,8 @@ def load_candidate(path: Path, name: str | None, label: str | None = "--weights"
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
+    if problem := categories_problem(metadata.categories):
+        raise InputError(path, problem)
     if name and metadata.config != regnet.zoo_config(name):
         raise InputError(path, f"holds {metadata.model}, not the --model {name} architecture")
     return Candidate(model, metadata, path)
