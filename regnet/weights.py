@@ -2,7 +2,9 @@
 
 The header is parsed and checked here (size, JSON, dtypes, shapes, offsets that tile the data exactly)
 and the tensors are checked against the architecture the metadata states, tensor count first, before
-any tensor is read or any module built.
+any tensor is read or any module built. `load` then reads every tensor into memory of its own, through
+the very file handle the header came from: nothing stays memory-mapped, so a file rewritten in place
+during a run changes nothing in the model (and cannot end the process with SIGBUS).
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import json
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from regnet.metadata import WeightsFileError, WeightsMetadata
 from regnet.model import RegNet, shape_problems
@@ -33,6 +35,8 @@ LAYOUT_NAMES = {
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # the floating dtypes a converted file may hold
+TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+TORCH_DTYPES["I64"] = torch.int64  # BN counters, where admitted
 _OTHER_DTYPES = {"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F8_E4M3", "F8_E5M2"}
 
 
@@ -50,9 +54,11 @@ class Header:
 
     tensors: dict[str, TensorEntry]
     metadata: dict[str, str]
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)  # each tensor's bytes in the data section
+    data_start: int = 0  # where the data section begins in the file
 
 
-def _check_regular_file(path: Path) -> int:
+def _check_regular_file(path: Path) -> None:
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -61,7 +67,6 @@ def _check_regular_file(path: Path) -> int:
         raise WeightsFileError(f"cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(info.st_mode):
         raise WeightsFileError("is not a regular file")
-    return info.st_size
 
 
 def read_header(path: str | Path, counters: bool = False) -> Header:
@@ -70,17 +75,34 @@ def read_header(path: str | Path, counters: bool = False) -> Header:
     `counters` also admits BN `num_batches_tracked` counters (0-d int64), as other libraries' files hold them.
     """
     path = Path(path)
-    size = _check_regular_file(path)
-    if size < 8:
-        raise WeightsFileError(f"not a safetensors file ({size} bytes)")
+    _check_regular_file(path)
     try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise WeightsFileError(f"not a safetensors file (its header claims {length:,} bytes)")
-            raw = f.read(length)
+        with _open(path) as f:
+            return _header_of(f, counters)
     except OSError as exc:
         raise WeightsFileError(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _open(path: Path) -> BinaryIO:
+    """`path` opened for reading without blocking on a FIFO swapped in after the check."""
+    return open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
+
+
+def _header_of(f: BinaryIO, counters: bool) -> Header:
+    """The checked header of the open file `f` (its size taken from the handle, not the name)."""
+    info = os.fstat(f.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        raise WeightsFileError("is not a regular file")
+    size = info.st_size
+    if size < 8:
+        raise WeightsFileError(f"not a safetensors file ({size} bytes)")
+    prefix = f.read(8)
+    if len(prefix) != 8:
+        raise WeightsFileError("truncated while being read")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > min(MAX_HEADER_BYTES, size - 8):
+        raise WeightsFileError(f"not a safetensors file (its header claims {length:,} bytes)")
+    raw = f.read(length)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -90,12 +112,11 @@ def read_header(path: str | Path, counters: bool = False) -> Header:
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise WeightsFileError("damaged safetensors header (__metadata__ is not a map of strings)")
-    tensors, spans = {}, []
+    tensors, offsets = {}, {}
     for name, entry in header.items():
-        tensors[name], span = _tensor_entry(name, entry, counters)
-        spans.append(span)
+        tensors[name], offsets[name] = _tensor_entry(name, entry, counters)
     end = 0
-    for begin, stop in sorted(spans):
+    for begin, stop in sorted(offsets.values()):
         if begin != end:
             raise WeightsFileError("damaged safetensors header (tensor data overlaps or leaves gaps)")
         end = stop
@@ -103,7 +124,21 @@ def read_header(path: str | Path, counters: bool = False) -> Header:
         raise WeightsFileError(
             f"truncated or damaged safetensors file ({size - 8 - length:,} data bytes, {end:,} described)"
         )
-    return Header(tensors, metadata)
+    return Header(tensors, metadata, offsets, 8 + length)
+
+
+def _read_tensors(f: BinaryIO, header: Header) -> dict[str, torch.Tensor]:
+    """Every tensor of a checked header, read from `f` into memory of its own (no memory map)."""
+    tensors = {}
+    for name in sorted(header.tensors, key=header.offsets.__getitem__):
+        entry, (begin, end) = header.tensors[name], header.offsets[name]
+        tensor = torch.empty(entry.shape, dtype=TORCH_DTYPES[entry.dtype])
+        if end > begin:
+            f.seek(header.data_start + begin)
+            if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                raise WeightsFileError("truncated while being read")
+        tensors[name] = tensor
+    return tensors
 
 
 def _tensor_entry(name: str, entry: object, counters: bool = False) -> tuple[TensorEntry, tuple[int, int]]:
@@ -169,13 +204,18 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
     The returned module carries the file's `WeightsMetadata` as `model.metadata`. Raises WeightsFileError
     for anything that is not a well-formed converted RegNet.
     """
-    header = read_header(path)
-    metadata = WeightsMetadata.from_strings(header.metadata)
-    names = check_against_architecture(header, metadata)
+    path = Path(path)
+    _check_regular_file(path)
     try:
-        stored = load_file(os.fspath(path), device=str(device))
-    except (SafetensorError, OSError, RuntimeError) as exc:
+        with _open(path) as f:
+            header = _header_of(f, counters=False)
+            metadata = WeightsMetadata.from_strings(header.metadata)
+            names = check_against_architecture(header, metadata)
+            stored = _read_tensors(f, header)
+    except (OSError, RuntimeError) as exc:
         raise WeightsFileError(f"cannot be read ({' '.join(str(exc).split())[:120]})") from None
+    if torch.device(device).type != "cpu":
+        stored = {name: tensor.to(device) for name, tensor in stored.items()}
     state = {native: stored[name] for native, name in names.items()}
     if not all(torch.isfinite(t).all() for t in state.values()):
         raise WeightsFileError("its tensors hold infinite or NaN values")

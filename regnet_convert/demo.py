@@ -6,11 +6,14 @@
 4. validate the converted file with `regnet-validate`: 100% top-1 means conversion and the
    input pipeline reproduced the original model exactly. The weights are random, so this says
    nothing about ImageNet accuracy, and the report says so.
+
+Everything goes into a new (or empty) folder, `demo-output` or the one named on the command line; an existing
+folder that holds anything is refused with one line (exit 2), never cleared.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -67,10 +70,30 @@ def predictions(model: torch.nn.Module, images: list[Path]) -> list[int]:
     return model(normalize(batch, pre.mean, pre.std)).argmax(1).tolist()
 
 
+def claim(out: Path) -> str | None:
+    """Create `out` for the demo, or say why not: an existing folder is used only when empty, never cleared (the
+    demo deletes nothing it did not create)."""
+    try:
+        out.mkdir(parents=True)
+        return None
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    if out.is_symlink() or not out.is_dir():
+        return "exists and is not a folder; give a new folder for the demo"
+    try:
+        with os.scandir(out) as entries:
+            empty = next(entries, None) is None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if empty else "already exists and is not empty (the demo deletes nothing); remove it or name another"
+
+
 def run(out: Path) -> int:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if problem := claim(out):
+        print(f"error: {out}: {problem}", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     original = regnet.create_model(MODEL).eval()
     for bn in (m for m in original.modules() if isinstance(m, torch.nn.BatchNorm2d)):

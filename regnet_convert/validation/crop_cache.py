@@ -3,11 +3,22 @@ memory-mapped by every later run on the same files.
 
 An entry is a folder `DIR/<preset>-<resize>-<crop>-<digest of the image paths>` holding `crops.bin`, the BGR NCHW
 crops as raw bytes in the preset's dtype (uint8 for mmcls, float32 for pycls: `RESIZE_DTYPES`), and `index.json`:
-its key (preset, resize, crop, OpenCV version, and every image's absolute path, size and modification time), the
-crops' shape and dtype, and the error of each undecodable image. An entry is used only when its index parses, its
-key equals the current one and `crops.bin` has exactly the size the shape gives; anything else (changed files, a
-new OpenCV, a truncated or damaged file, garbage) makes it stale, and it is rebuilt in place. The bytes of the
-crops carry no checksum: a same-size overwrite of `crops.bin` is not detected.
+its key (preset, resize, crop, OpenCV version, and every image's absolute path, size, modification time and the
+sha256 of its bytes), the crops' shape and dtype, and the error of each undecodable image. An entry is used only when
+its index parses, its key equals the current one and `crops.bin` has exactly the size the shape gives; anything else
+(changed files, a new OpenCV, a truncated or damaged file, garbage) makes it stale, and it is rebuilt in place. The
+bytes of the crops carry no checksum: a same-size overwrite of `crops.bin` is not detected.
+
+Why a content hash: size and modification time say nothing once a file is replaced by one of the same size with its
+mtime set back (`touch -r`, `cp -p`, `rsync -t`, an archive extracted with its times), which stale crops would then be
+scored from. (st_dev, st_ino, st_ctime_ns) would catch most of those for free but not all: a coarse ctime (1 s or
+2 s on some file systems) misses a rewrite within the same tick, NFS attribute caches serve old times, a restored or
+copied tree changes them all. Hashing costs one read of the images, 0.04-0.07 ms of sha256 per ImageNet-sized JPEG
+(110 KB) on one core against 2-5 ms to decode and crop it (3-4 s for 50,000 images, spread over a few threads): a
+few percent of what the cache saves, so the key holds the sha256 of each image's bytes, next to its size and mtime
+(kept so that a touched file still rebuilds, as before). A file that is not a regular file, or is over the decoder's
+size limit, is keyed without a hash (decoding refuses it anyway). What it cannot catch: an image rewritten while an
+entry is being built (between hashing and decoding), whose crop may then be of bytes other than the ones hashed.
 
 Entries are written with `atomic_directory`: a temporary folder filled during the run and renamed into place only
 once complete, so a crash or an interruption never leaves an entry that looks valid (the next write removes the
@@ -22,6 +33,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
@@ -36,7 +48,7 @@ from regnet_convert.sources.files import file_kind
 from regnet_convert.validation.evaluate import Batch
 from regnet_convert.validation.imagenet import Sample
 from regnet_convert.validation.loader import CropSettings
-from regnet_convert.validation.preprocess import RESIZE_DTYPES
+from regnet_convert.validation.preprocess import MAX_FILE_BYTES, RESIZE_DTYPES
 
 FORMAT, VERSION = "regnet-convert crop cache", 1
 INDEX, DATA = "index.json", "crops.bin"
@@ -44,16 +56,39 @@ MAX_INDEX_BYTES = 256 << 20  # 50,000 paths take about 5 MB
 LABEL = "--cache"
 
 
+HASH_THREADS = 4  # hashlib and file reads release the GIL
+
+
+def file_key(path: str | Path) -> list:
+    """An image's absolute path, size, mtime (ns) and the sha256 of its bytes, read from one open file.
+
+    A FIFO, device or folder is not read (it could block or never end), nor a file over the decoder's size limit;
+    their hash is "" and a file gone since the listing is keyed [path, -1, -1, ""]: decoding reports them.
+    """
+    name = os.path.abspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return [name, -1, -1, ""]
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            return [name, info.st_size, info.st_mtime_ns, ""]
+        digest = hashlib.sha256()
+        with open(fd, "rb", closefd=False) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return [name, info.st_size, info.st_mtime_ns, digest.hexdigest()]
+    except OSError:
+        return [name, -1, -1, ""]
+    finally:
+        os.close(fd)
+
+
 def cache_key(samples: list[Sample], settings: CropSettings) -> dict:
-    """What the crops depend on: preprocessing, OpenCV, and each file's absolute path, size and mtime (ns)."""
-    files = []
-    for path, _ in samples:
-        try:
-            info = os.stat(path)
-            size, mtime = info.st_size, info.st_mtime_ns
-        except OSError:  # gone since the listing: decoding reports it
-            size, mtime = -1, -1
-        files.append([os.path.abspath(path), size, mtime])
+    """What the crops depend on: preprocessing, OpenCV, and each file's path, size, mtime and content (`file_key`)."""
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        files = list(pool.map(file_key, [path for path, _ in samples]))
     s = settings
     return {"preset": s.preset, "resize": s.resize, "crop": s.crop, "opencv": cv2.__version__, "files": files}
 
@@ -182,7 +217,7 @@ class CropCache:
         if record.get("format") != FORMAT or record.get("version") != VERSION:
             raise Stale(f"{INDEX} is not a version {VERSION} index")
         if record.get("key") != self.key:
-            raise Stale("the images, their sizes or modification times, the crop settings or OpenCV changed")
+            raise Stale("the images (bytes, sizes or modification times), the crop settings or OpenCV changed")
         if record.get("shape") != list(self.shape) or record.get("dtype") != self.dtype.name:
             raise Stale(f"{INDEX} gives another shape or dtype")
         errors = record.get("errors")
