@@ -1,25 +1,37 @@
-# Everything installs into .venv. TORCH_SPEC pins torch and the torchvision built against it (timm, a test
-# oracle, needs torchvision; a mismatched pair fails to import): override both together, e.g.
-# make TORCH_SPEC="torch==2.13.0 torchvision==0.28.0" ...
+# Everything installs into .venv, pinned by the lock (constraints.txt). TORCH_SPEC pins torch and the torchvision
+# built against it (timm and mmcv, test oracles, import torchvision; a mismatched pair fails to import): override
+# both together, e.g. make TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" test
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+LOCK := constraints.txt
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
+# test-only oracles, installed apart: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps), and the
+# seed's mmclassification 0.25.0 on mmcv 1.7.2's pure-Python "lite" build, whose setup.py needs pkg_resources
+# (setuptools<70) in its build environment; their pinned deps would swap torch
+ORACLES := pycls==0.1.1 yacs simplejson
+MM_ORACLES := mmcv==1.7.2 mmcls==0.25.0
+ORACLE_TESTS := tests/test_known_answers.py tests/test_preprocess.py tests/test_zoo_equivalence.py tests/test_timm.py \
+	tests/test_export.py tests/test_export_hf.py tests/test_export_mmcls.py tests/test_export_onnx.py
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-latest test-floor lint demo bench lock clean
 
-$(STAMP): pyproject.toml Makefile
+# what the demo needs: the package and its runtime dependencies (no test oracle)
+$(RUNTIME): pyproject.toml Makefile $(LOCK) tools/check_lock.py
+	$(PYTHON) tools/check_lock.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP) -c $(LOCK) $(firstword $(TORCH_SPEC)) -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	# one resolve, the pins included, so the test extra (timm) cannot swap torch or torchvision for other builds
-	$(BIN)/pip install --quiet $(TORCH_SPEC) -e ".[test]"
-	# test-only oracle: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps)
-	$(BIN)/pip install --quiet --no-deps pycls==0.1.1 yacs simplejson
-	# test-only oracle: the seed's mmclassification 0.25.0 on mmcv 1.7.2's pure-Python "lite" build, whose
-	# setup.py needs pkg_resources (setuptools<70) in its build environment; their pinned deps would swap torch
+	$(PIP) -c $(LOCK) $(TORCH_SPEC) -e ".[test]"
+	$(PIP) -c $(LOCK) --no-deps $(ORACLES)
 	printf 'setuptools<70\n' > $(VENV)/build-constraints.txt
-	$(BIN)/pip install --quiet --no-deps --build-constraint $(VENV)/build-constraints.txt mmcv==1.7.2 mmcls==0.25.0
+	$(PIP) -c $(LOCK) --no-deps --build-constraint $(VENV)/build-constraints.txt $(MM_ORACLES)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,14 +40,47 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint test-floor
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/python -m regnet_convert.demo
+
+# The newest versions the pyproject allows (no lock): do our pipeline, the recorded known answers and the live
+# oracles still agree? Failures name the package versions and the steps that moved (README, "Versions").
+test-latest:
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --disable-pip-version-check --upgrade $(TORCH_SPEC) -e ".[test]"
+	.venv-latest/bin/pip install --quiet --disable-pip-version-check --no-deps $(ORACLES)
+	printf 'setuptools<70\n' > .venv-latest/build-constraints.txt
+	.venv-latest/bin/pip install --quiet --disable-pip-version-check --no-deps \
+		--build-constraint .venv-latest/build-constraints.txt $(MM_ORACLES)
+	.venv-latest/bin/pip freeze --exclude-editable | grep -iE '^(opencv|numpy|torch|pillow|mmcv|timm|transformers|onnx)'
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider $(ORACLE_TESTS)
+
+# Every runtime dependency at the floor the pyproject declares (torch 2.13, numpy 1.24, OpenCV 4.8, Pillow 10, ...):
+# a conversion and a validation (the demo, its self-check included) must work there too.
+.venv-floor/.installed: pyproject.toml Makefile $(LOCK) tools/check_lock.py tools/floors.py
+	$(PYTHON) tools/check_lock.py $(LOCK)
+	$(PYTHON) -m venv .venv-floor
+	$(PYTHON) tools/floors.py > .venv-floor/floors.txt
+	# the floors exactly; what they pull in (torch's own dependencies) from the lock
+	$(PYTHON) tools/floors.py --others $(LOCK) > .venv-floor/constraints.txt
+	.venv-floor/bin/pip install --quiet --disable-pip-version-check -c .venv-floor/constraints.txt \
+		-r .venv-floor/floors.txt -e .
+	touch .venv-floor/.installed
+
+test-floor: .venv-floor/.installed
+	folder=$$(mktemp -d) && cd $$folder && $(CURDIR)/.venv-floor/bin/python -m regnet_convert.demo demo && \
+		cd / && rm -rf $$folder
+
+# adopt the current venv's versions as the lock (after a full `make test` passed in it)
+lock: $(STAMP)
+	{ sed -n '/^#/p' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)'; } > $(LOCK).new
+	$(PYTHON) tools/check_lock.py $(LOCK).new && mv $(LOCK).new $(LOCK)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-floor .pytest_cache

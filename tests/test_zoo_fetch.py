@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -143,9 +145,13 @@ def test_fetch_downloads_converts_and_lists(runner, zoo):
     assert sorted(p.name for p in zoo["cache"].iterdir()) == [DOWNLOAD]
     listing = runner.invoke(main, ["zoo", "list"]).output.splitlines()
     assert len(listing) == 25
-    assert next(line for line in listing if line.startswith("regnetx_200mf")).endswith("yes")
+    recorded = hashlib.sha256(zoo["served"].read_bytes()).hexdigest()
+    mine = next(line for line in listing if line.startswith("regnetx_200mf"))
+    assert f"sha256 {recorded[:12]}" in mine and mine.endswith("yes")
     row = next(line for line in listing if line.startswith("regnetx_4.0gf"))
-    assert "22.12M" in row and "78.72/94.22" in row and row.endswith("no")  # seed table numbers
+    assert (
+        "22.12M" in row and "78.72/94.22" in row and row.endswith("-                            no")
+    )  # seed table numbers
     again = fetch(runner, zoo, "regnetx_200mf")
     assert again.exit_code == 0 and "already converted" in again.output
     assert zoo["handler"].requests == [f"/{ZOO_PATH}"]  # the second fetch asked for nothing
@@ -179,7 +185,7 @@ def test_missing_file_404(runner, zoo):
 def test_corrupted_download_with_known_sha256(runner, zoo, known_size):
     zoo["handler"].corrupt = True
     line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
-    assert "corrupted download: sha256" in line and "run again" in line
+    assert "not the expected file: sha256" in line and "the manifest says" in line and "removed" in line
     assert not list(zoo["cache"].iterdir())
     assert not list(zoo["checkpoints"].iterdir())
 
@@ -305,9 +311,8 @@ def test_list_without_a_usable_checkpoints_folder(runner, zoo, tmp_path, monkeyp
         monkeypatch.setenv("REGNET_CHECKPOINTS", str(folder))
         result = runner.invoke(main, ["zoo", "list"])
         assert result.exit_code == 0 and not result.stderr, result.output
-        assert len(result.stdout.splitlines()) == 25 and all(
-            line.endswith("no") for line in result.stdout.splitlines()[1:]
-        )
+        lines = result.stdout.splitlines()
+        assert len(lines) == 25 and all(line.endswith("no") for line in lines[1:])
 
 
 def test_list_marks_an_unreadable_folder(runner, zoo, monkeypatch):
@@ -316,9 +321,97 @@ def test_list_marks_an_unreadable_folder(runner, zoo, monkeypatch):
 
     monkeypatch.setattr(Path, "is_file", denied)
     result = runner.invoke(main, ["zoo", "list"])
-    assert result.exit_code == 0 and all(line.endswith("?") for line in result.stdout.splitlines()[1:])
+    assert result.exit_code == 0 and all(line.endswith("?") for line in result.stdout.splitlines()[1:25])
 
 
 def test_fetch_needs_names(runner):
     assert runner.invoke(main, ["zoo", "fetch"]).exit_code == 2
     assert "unknown model" in runner.invoke(main, ["zoo", "fetch", "regnetq_1gf"]).output
+
+
+def first_fetch(runner, zoo) -> tuple[Path, bytes]:
+    """A first download, converted and recorded; returns the record and its bytes."""
+    assert fetch(runner, zoo, "regnetx_200mf").exit_code == 0
+    record = zoo["checkpoints"] / "downloads.json"
+    entry = json.loads(record.read_text())["files"][DOWNLOAD]
+    served = zoo["served"].read_bytes()
+    assert entry["size"] == len(served) and entry["sha256"] == hashlib.sha256(served).hexdigest()
+    return record, record.read_bytes()
+
+
+def test_a_later_download_that_differs_from_the_first_is_refused(runner, zoo):
+    record, recorded = first_fetch(runner, zoo)
+    (zoo["checkpoints"] / "regnetx_200mf.safetensors").unlink()
+    (zoo["cache"] / DOWNLOAD).unlink()
+    zoo["handler"].corrupt = True  # a tampered mirror: same name, same size, other bytes
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "not the expected file: sha256" in line and "the first download" in line and "downloads.json" in line
+    assert not list(zoo["cache"].iterdir())  # nothing kept
+    assert sorted(p.name for p in zoo["checkpoints"].iterdir()) == ["downloads.json"]
+    assert record.read_bytes() == recorded  # the record is never rewritten by a refused download
+
+
+def test_a_tampered_cached_copy_is_refused_and_removed(runner, zoo):
+    record, recorded = first_fetch(runner, zoo)
+    (zoo["checkpoints"] / "regnetx_200mf.safetensors").unlink()
+    cached = zoo["cache"] / DOWNLOAD
+    data = bytearray(cached.read_bytes())
+    data[-5] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "not the expected file" in line and str(cached) in line
+    assert not cached.exists() and record.read_bytes() == recorded
+    assert fetch(runner, zoo, "regnetx_200mf").exit_code == 0  # the genuine file, fetched anew, matches the record
+
+
+def test_a_matching_second_download_is_accepted(runner, zoo):
+    record, recorded = first_fetch(runner, zoo)
+    (zoo["checkpoints"] / "regnetx_200mf.safetensors").unlink()
+    (zoo["cache"] / DOWNLOAD).unlink()
+    assert fetch(runner, zoo, "regnetx_200mf").exit_code == 0
+    assert record.read_bytes() == recorded
+
+
+GOOD_SHA = "ab" * 32
+DAMAGED_RECORDS = {
+    "not-json": b"{not json",
+    "not-utf8": b"\xff\xfe{}",
+    "other-format": json.dumps({"format": "something-else", "files": {}}).encode(),
+    "extra-key": json.dumps({"format": "regnet-convert-downloads", "files": {}, "trust": True}).encode(),
+    "files-a-list": json.dumps({"format": "regnet-convert-downloads", "files": []}).encode(),
+    "short-sha": json.dumps({"format": "regnet-convert-downloads", "files": {DOWNLOAD: {
+        "size": 10, "sha256": "abc", "first_downloaded": ""}}}).encode(),
+    "size-a-string": json.dumps({"format": "regnet-convert-downloads", "files": {DOWNLOAD: {
+        "size": "10", "sha256": GOOD_SHA, "first_downloaded": ""}}}).encode(),
+    "size-a-bool": json.dumps({"format": "regnet-convert-downloads", "files": {DOWNLOAD: {
+        "size": True, "sha256": GOOD_SHA, "first_downloaded": ""}}}).encode(),
+    "path-as-name": json.dumps({"format": "regnet-convert-downloads", "files": {"../../etc/passwd": {
+        "size": 10, "sha256": GOOD_SHA, "first_downloaded": ""}}}).encode(),
+    "huge": b'{"format": "regnet-convert-downloads", "files": {}}' + b" " * (2 << 20),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("content", DAMAGED_RECORDS.values(), ids=DAMAGED_RECORDS.keys())
+def test_a_damaged_record_is_refused_before_anything_is_fetched(runner, zoo, content):
+    record = zoo["checkpoints"] / "downloads.json"
+    record.write_bytes(content)
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert str(record) in line and "not trusted" in line
+    assert zoo["handler"].requests == [] and record.read_bytes() == content
+    assert sorted(p.name for p in zoo["checkpoints"].iterdir()) == ["downloads.json"]
+    listed = runner.invoke(main, ["zoo", "list"])
+    assert one_error_line(listed) == line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "symlink"])
+def test_a_record_that_is_not_a_regular_file_is_refused_without_blocking(runner, zoo, kind):
+    record = zoo["checkpoints"] / "downloads.json"
+    if kind == "fifo":
+        os.mkfifo(record)
+    elif kind == "folder":
+        record.mkdir()
+    else:
+        (zoo["checkpoints"] / "elsewhere.json").write_text('{"format": "regnet-convert-downloads", "files": {}}')
+        record.symlink_to("elsewhere.json")
+    line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
+    assert "downloads.json" in line and "not trusted" in line and zoo["handler"].requests == []

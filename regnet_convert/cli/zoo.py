@@ -17,7 +17,8 @@ from regnet.zoo import ZooModel
 from regnet_convert.conversion.atomic import check_output
 from regnet_convert.conversion.convert import convert
 from regnet_convert.errors import InputError
-from regnet_convert.zoo.download import HARD_LIMIT, STALL_TIMEOUT, download
+from regnet_convert.zoo import records
+from regnet_convert.zoo.download import HARD_LIMIT, STALL_TIMEOUT, download, file_sha256
 from regnet_convert.zoo.manifest import USER_CHECKPOINTS, checkpoints_dir, zoo_entries
 
 PYCLS_URL = "https://dl.fbaipublicfiles.com/pycls/"
@@ -141,6 +142,15 @@ def convert_download(entry: ZooModel, source: Path, output: Path, force: bool, q
         raise InputError(source, f"{error.problem}; the download was removed, run again to fetch it anew") from None
 
 
+def expected_identity(
+    entry: ZooModel, known: records.FileRecord | None, folder: Path
+) -> tuple[int | None, str | None, str]:
+    """The size and sha256 a download must have, and who says so: the manifest, else the first download's record."""
+    if entry.sha256 is not None or known is None:
+        return entry.size, entry.sha256, "the manifest"
+    return known.size, known.sha256, f"the first download ({known.first_downloaded}, {records.record_path(folder)})"
+
+
 def fetch_one(entry: ZooModel, mirror: str | None, force: bool, quiet: bool, stall_timeout: float) -> Path:
     """Download (or reuse) the pycls file and convert it into the checkpoints folder."""
     output = checkpoints_folder() / f"{entry.name}.safetensors"
@@ -148,10 +158,16 @@ def fetch_one(entry: ZooModel, mirror: str | None, force: bool, quiet: bool, sta
         click.echo(f"{entry.name}: already converted ({output}); --force converts again")
         return output
     check_output(output, force)  # before a download of up to 1.2 GB, not after
+    folder = output.parent
+    known = records.load(folder).get(entry.file_name)  # a damaged record is refused before anything is fetched
+    size, sha256, expected_from = expected_identity(entry, known, folder)
     url = source_url(entry, mirror)
     destination = download_folder() / entry.file_name
-    source = download(url, destination, entry.size, entry.sha256, quiet, stall_timeout, largest_download(entry))
+    source = download(url, destination, size, sha256, quiet, stall_timeout, largest_download(entry), expected_from)
     convert_download(entry, source, output, force, quiet)
+    if sha256 is None:  # the first download of a file no one publishes a hash for, converted: remember what it was
+        first = records.FileRecord(source.stat().st_size, file_sha256(source), records.now())
+        records.add(folder, entry.file_name, first)
     click.echo(f"{entry.name}: {output}")
     return output
 
@@ -175,17 +191,28 @@ def zoo() -> None:
 
 @zoo.command("list")
 def list_command() -> None:
-    """Each model's size, published accuracies and whether it is converted.
+    """Each model's size, published accuracies, whether it is converted and whether its download is recorded.
 
     Converted files are looked for where `zoo fetch` puts them (see `zoo fetch --help`); `invalid`
     means another file is in the way, `?` that the folder cannot be read.
+
+    pycls publishes no hashes of its files. "first download" shows the sha256
+    recorded when the file was first downloaded (downloads.json in the
+    checkpoints folder): every later download or cached copy must match it.
+    That is trust on first use: the first download itself is not verified.
     """
-    click.echo(f"{'model':15}{'params':>9}{'GFLOPs':>8}{'seed top-1/5':>15}{'pycls top-1/5':>16}  converted")
+    folder = checkpoints_dir()
+    recorded = records.load(folder) if folder.is_dir() else {}
+    columns = f"{'model':15}{'params':>9}{'GFLOPs':>8}{'seed top-1/5':>15}{'pycls top-1/5':>16}"
+    click.echo(f"{columns}  {'first download':27}  converted")
     for entry in zoo_entries().values():
         seed = f"{entry.seed_table.top1:.2f}/{entry.seed_table.top5:.2f}" if entry.seed_table else "-"
         pycls = f"{entry.pycls.top1:.2f}/{entry.pycls.top5:.2f}"
         done = conversion_status(entry)
-        click.echo(f"{entry.name:15}{entry.params / 1e6:8.2f}M{entry.flops / 1e9:8.2f}{seed:>15}{pycls:>16}  {done}")
+        first = recorded.get(entry.file_name)
+        when = f"sha256 {first.sha256[:12]} ({first.first_downloaded[:10]})" if first else "-"
+        row = f"{entry.name:15}{entry.params / 1e6:8.2f}M{entry.flops / 1e9:8.2f}{seed:>15}{pycls:>16}"
+        click.echo(f"{row}  {when:27}  {done}")
 
 
 @zoo.command("fetch")
@@ -209,6 +236,10 @@ def fetch_command(
     Downloads are cached in $REGNET_CACHE, else in ~/.cache/regnet-convert;
     an interrupted or stalled download stays there as FILE.pyth.part and the
     next run resumes it. Each converted file is printed as `NAME: PATH`.
+
+    pycls publishes no hashes: the first download's size and sha256 are
+    recorded in downloads.json in the checkpoints folder, and a later
+    download (or cached copy) that differs is refused and removed.
     """
     if not names and not fetch_all:
         raise click.UsageError("name at least one model, or give --all")

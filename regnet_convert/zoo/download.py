@@ -46,7 +46,7 @@ def part_path(destination: Path) -> Path:
     return destination.with_name(destination.name + ".part")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -261,23 +261,27 @@ def _receive(
                 raise _stalled(url, part, stall_timeout)
 
 
-def _verify(url: str, path: Path, size: int | None, sha256: str | None) -> None:
-    """Remove `path` and raise if it is empty or has another size or sha256 than expected."""
+def _verify(url: str, path: Path, size: int | None, sha256: str | None, expected_from: str) -> None:
+    """Remove `path` and raise if it is empty or has another size or sha256 than `expected_from` says."""
     actual = path.stat().st_size
     if actual == 0:
         path.unlink()
         raise InputError(url, "the server sent an empty file; try again later or another --mirror")
     if size is not None and actual != size:
         path.unlink()
-        raise InputError(url, f"corrupted download: {actual} bytes, expected {size}; removed, run again")
-    if sha256 is not None and (digest := _sha256(path)) != sha256:
+        raise InputError(url, f"not the expected file: {actual} bytes, {expected_from} says {size}; removed")
+    if sha256 is not None and (digest := file_sha256(path)) != sha256:
         path.unlink()
-        raise InputError(url, f"corrupted download: sha256 {digest}, expected {sha256}; removed, run again")
+        raise InputError(
+            url, f"not the expected file: sha256 {digest[:16]}..., {expected_from} says {sha256[:16]}...; removed"
+        )
 
 
-def _complete(url: str, part: Path, destination: Path, size: int | None, sha256: str | None) -> Path:
+def _complete(
+    url: str, part: Path, destination: Path, size: int | None, sha256: str | None, expected_from: str
+) -> Path:
     """Verify a complete `part` and move it into place."""
-    _verify(url, part, size, sha256)
+    _verify(url, part, size, sha256, expected_from)
     os.replace(part, destination)
     return destination
 
@@ -301,21 +305,24 @@ def download(
     quiet: bool = False,
     stall_timeout: float = STALL_TIMEOUT,
     max_size: int = HARD_LIMIT,
+    expected_from: str = "the manifest",
 ) -> Path:
     """Fetch `url` to `destination`, resuming `destination.part` when the server allows ranges.
 
-    `size`/`sha256` (when known) are checked; `max_size` bounds a file whose size nothing announces.
+    `size`/`sha256` (when known; `expected_from` says who knows them) are checked, for a file already in place too;
+    `max_size` bounds a file whose size nothing announces.
     """
     if _regular_or_absent(destination):
+        _verify(str(destination), destination, size, sha256, expected_from)
         return destination
     _check_local_source(url)
     part = part_path(destination)
     offset = _usable_offset(part, size, max_size)
     if size is not None and offset == size:
-        return _complete(url, part, destination, size, sha256)
+        return _complete(url, part, destination, size, sha256, expected_from)
     response, offset = _open(url, part, offset, stall_timeout)
     if response is None:  # the server says the part already holds the whole file
-        return _complete(url, part, destination, size if size is not None else offset, sha256)
+        return _complete(url, part, destination, size if size is not None else offset, sha256, expected_from)
     with response:
         offset = _resume_offset(url, response, offset)
         total = _announced_total(url, response, offset)
@@ -334,4 +341,4 @@ def download(
     if total is not None and received < total:
         _kept_bytes(part)
         raise InputError(url, f"download interrupted at {received} of {total} bytes; run again to resume")
-    return _complete(url, part, destination, size if size is not None else total, sha256)
+    return _complete(url, part, destination, size if size is not None else total, sha256, expected_from)
