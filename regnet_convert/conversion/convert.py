@@ -129,6 +129,7 @@ def convert_in_memory(
     if checkpoint.cfg is not None:
         check_cfg_model_type(str(source), checkpoint.cfg)
     state, dropped = map_keys(source, checkpoint.state, fmt.to_native)
+    state = {k: v.clone() for k, v in state.items()}  # readers memory-map the file: copy before checking a byte
     if dropped:
         log(f"dropped {len(dropped)} BN num_batches_tracked counters, e.g. {dropped[0]} (not used for inference)")
     config, found_by = find_config(str(source), state, checkpoint.cfg, model)

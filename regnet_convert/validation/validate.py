@@ -74,9 +74,10 @@ class Candidate:
     path: Path
 
 
-def json_inputs(options: ValidationOptions, weights: Iterable[Path]) -> list[Path]:
-    """The files a --json or --table output must never replace."""
-    return [p for p in (*weights, options.labels) if p is not None]
+def json_inputs(options: ValidationOptions, weights: Iterable[Path], images: Iterable[Path] = ()) -> list[Path]:
+    """What a --json or --table output must never replace or be written into: the weights, labels, images, and
+    the data and cache folders."""
+    return [p for p in (*weights, options.labels, options.data, options.cache, *images) if p is not None]
 
 
 def load_candidate(path: Path, name: str | None, label: str | None = "--weights") -> Candidate:
@@ -111,9 +112,9 @@ def resolve_models(options: ValidationOptions) -> list[Candidate]:
     return candidates
 
 
-def check_outputs(options: ValidationOptions, candidates: list[Candidate]) -> None:
+def check_outputs(options: ValidationOptions, candidates: list[Candidate], images: Iterable[Path] = ()) -> None:
     """Refuse --json and --table outputs now, not after 50,000 images."""
-    inputs = json_inputs(options, [c.path for c in candidates])
+    inputs = json_inputs(options, [c.path for c in candidates], images)
     targets = {}
     for label, path in (("--json", options.json_path), ("--table", options.table_path)):
         if path is not None:
@@ -144,6 +145,7 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
     if not pipeline.exact and rank == 0:
         selfcheck.announce(pipeline)
     samples = subset(find_samples(options.data, options.labels), options.limit)
+    check_outputs(options, candidates, [path for path, _ in samples])  # again: an image may be linked elsewhere
     mine = shard(samples, rank, world_size)
     groups: dict[tuple[int, int], list[int]] = {}  # (resize, crop) -> indices into candidates
     for i, candidate in enumerate(candidates):
