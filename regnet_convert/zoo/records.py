@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regnet_convert.conversion.atomic import atomic_output
@@ -107,4 +107,4 @@ def add(folder: Path, file_name: str, record: FileRecord) -> None:
 
 def now() -> str:
     """The current time in UTC, to the second (when a first download was recorded)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
