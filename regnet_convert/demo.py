@@ -7,8 +7,9 @@
    input pipeline reproduced the original model exactly. The weights are random, so this says
    nothing about ImageNet accuracy, and the report says so.
 
-Everything goes into a new (or empty) folder, `demo-output` or the one named on the command line; an existing
-folder that holds anything is refused with one line (exit 2), never cleared.
+Everything goes into a new (or empty) folder: the one named on the command line, else the first of `demo-output`,
+`demo-output-2`, ... that does not exist; a named folder that holds anything is refused with one line (exit 2),
+never cleared.
 """
 
 from __future__ import annotations
@@ -125,5 +126,11 @@ def run(out: Path) -> int:
     return 0
 
 
+def default_folder() -> Path:
+    """`demo-output`, or the first of `demo-output-2`, `-3`, ... that does not exist yet: a second demo runs too."""
+    candidates = (Path("demo-output" if n == 1 else f"demo-output-{n}") for n in range(1, 1000))
+    return next((c for c in candidates if not os.path.lexists(c)), Path("demo-output"))
+
+
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-output")))
+    sys.exit(run(Path(sys.argv[1]) if len(sys.argv) > 1 else default_folder()))
