@@ -54,10 +54,15 @@ class PackagedModel(nn.Module):
     an empty batch, or a size whose compilation failed) runs the folded module eagerly.
     """
 
-    def __init__(self, folded: RegNet, notice: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        folded: RegNet,
+        notice: Callable[[str], None] = lambda _: None,
+        warn: Callable[[str], None] = lambda _: None,
+    ) -> None:
         super().__init__()
         self.folded = folded
-        self.notice = notice
+        self.notice, self.warn = notice, warn
         self.runners: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
 
     def prepare(self, size: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -66,7 +71,7 @@ class PackagedModel(nn.Module):
             example = torch.zeros(2, *size).contiguous(memory_format=torch.channels_last)
             try:
                 key = fast_cache.entry_key(self.folded, self.folded.config, size)
-                self.runners[size] = fast_cache.compiled(self.folded, example, key, self.notice)
+                self.runners[size] = fast_cache.compiled(self.folded, example, key, self.notice, self.warn)
             except Exception:  # no C++ compiler, or an export/compile failure: stay eager
                 self.runners[size] = self.folded
         return self.runners[size]
@@ -85,6 +90,7 @@ def fast_model(
     backend: Backend | None = None,
     resolution: int = 224,
     notice: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> nn.Module:
     """`model` prepared for fast fp32 inference on `device`; feed it channels-last inputs.
 
@@ -93,7 +99,8 @@ def fast_model(
     AOTInductor for `resolution`x`resolution` inputs; the package is cached per user (`regnet.fast_cache`), so
     later runs load it in well under a second (the first compilation takes tens of seconds);
     `compile` wraps it in torch.compile (compiles on first call, in every process); `eager` (GPU default)
-    runs the folded channels-last module, with cudnn autotuning on CUDA. `notice` hears when a compilation starts.
+    runs the folded channels-last module, with cudnn autotuning on CUDA. `notice` hears when a compilation starts,
+    `warn` why the package cache is not used (a folder that is not the user's own, or cannot be written).
     """
     device = torch.device(device)
     backend = backend or ("aoti" if device.type == "cpu" else "eager")
@@ -105,7 +112,7 @@ def fast_model(
     if backend == "compile":
         return torch.compile(folded, dynamic=False)
     if backend == "aoti" and device.type == "cpu":
-        packaged = PackagedModel(folded, notice).eval()
+        packaged = PackagedModel(folded, notice, warn).eval()
         packaged.prepare((model.config.in_channels, resolution, resolution))
         return packaged
     return folded

@@ -1,10 +1,17 @@
 """A per-user cache of AOTInductor packages: one compiled CPU model per weights, input size, threads, torch and CPU.
 
 An entry is `<digest>.pt2` (the package) beside `<digest>.json` (the full key and the package's sha256 and
-size); the digest names the key. An entry is used only when its record parses, names the same key and the
-package hashes to the recorded value; anything else is rebuilt. The batch dimension is dynamic, so one entry
-serves every batch size. A folder that cannot be written means no cache: the package is built in a temporary
-folder for this process only.
+size); the digest names the key. The batch dimension is dynamic, so one entry serves every batch size.
+
+A package is a shared library that loading runs, so the cache is an input like any other and only the user's
+own is trusted: `$REGNET_CACHE` (by default ~/.cache/regnet-convert) and its `aoti` folder must be folders of
+the user's that nobody else can write (`aoti` is created with, or tightened to, mode 0700), an entry's files
+regular files of the user's that nobody else can write. A cache that fails this, or cannot be created or
+written, is not used at all: one warning, and the package is compiled into a private temporary folder for this
+process. An entry is loaded only when its record (a few KB at most, read without following links or blocking)
+names the same key and the package matches its recorded size and hash; a loaded package is used only when a
+probe input gives the folded model's output (to 1e-4), which binds it to these weights whatever its record
+says. Anything else is rebuilt. Build folders left by processes that died are removed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
+import socket
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +36,8 @@ import torch
 from torch import nn
 
 FORMAT = 1  # bump when what goes into a package changes
+RECORD_LIMIT = 16 << 10  # bytes: a record holds a key, a size and a hash
+TOLERANCE = 1e-4  # the fp32 agreement of the fast path with the folded model (max |a - b| / max |b|)
 Runner = Callable[[torch.Tensor], torch.Tensor]
 USER_CACHE = Path("~/.cache/regnet-convert")
 
@@ -40,18 +53,27 @@ class CacheStats:
 
     hits: int = 0  # a verified entry was loaded
     builds: int = 0  # a package was compiled
-    rejected: int = 0  # an entry existed but was damaged or stale, so it was rebuilt
-    uncached: int = 0  # the cache folder was unusable: compiled for this process only
+    rejected: int = 0  # an entry existed but was damaged, stale or not this model's, so it was rebuilt
+    uncached: int = 0  # the cache folder was unusable or not trusted: compiled for this process only
 
 
 stats = CacheStats()
+_warned: set[Path] = set()  # cache folders already reported as unusable in this process
+
+
+class Refused(Exception):
+    """A cache folder or entry that is not used; the message says why."""
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
+        return _sha256_of(f.fileno())
+
+
+def _sha256_of(fd: int) -> str:
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, 1 << 22):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -102,103 +124,240 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _leaves(spec: dict) -> int:
-    """How many values a serialized pytree spec holds."""
-    children = spec["children_spec"]
-    return sum(_leaves(child) for child in children) if spec["type"] is not None else 1
+def _owner_problem(st: os.stat_result) -> str | None:
+    """Why a file or folder with status `st` is not the user's own, or None when it is."""
+    if st.st_uid != os.getuid():
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return f"can be written by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _check_root(root: Path) -> None:
+    """`root` ($REGNET_CACHE), created if missing, is a folder of the user's that nobody else can write (a link
+    to one is accepted when the link is the user's)."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700, parents=True)
+    link, st = os.lstat(root), os.stat(root)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != os.getuid():
+        raise Refused(f"is a link owned by another user (uid {link.st_uid})")
+    if not stat.S_ISDIR(st.st_mode):
+        raise Refused("is not a folder")
+    if problem := _owner_problem(st):
+        raise Refused(problem)
+
+
+def _check_folder(folder: Path) -> None:
+    """`folder` (the `aoti` folder), created if missing, is a real folder of the user's, mode 0700, writable."""
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise Refused("is a link" if stat.S_ISLNK(st.st_mode) else "is not a folder")
+    if problem := _owner_problem(st):
+        raise Refused(problem)
+    if st.st_mode & 0o077:  # readable by others, writable by nobody else (checked above): made private
+        os.chmod(folder, 0o700)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Refused("cannot be written")
+
+
+def trusted_folder(warn: Callable[[str], None] = lambda _: None) -> Path | None:
+    """The cache folder when it is the user's own and usable; else None, after telling `warn` why (once)."""
+    folder = cache_dir()
+    where = folder.parent
+    try:
+        _check_root(where)
+        where = folder
+        _check_folder(folder)
+    except (Refused, OSError) as exc:
+        why = str(exc) if isinstance(exc, Refused) else f"cannot be used ({exc.strerror or exc})"
+        if folder not in _warned:
+            _warned.add(folder)
+            warn(f"warning: fast-path cache {where}: {why}; not used, compiling for this run only")
+        return None
+    return folder
+
+
+_BUILD = re.compile(r"\.build-(\d+)-([0-9a-f]{8})-")
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM): alive
+        return True
+    return True
+
+
+def sweep(folder: Path) -> None:
+    """Remove the build folders that processes of this host left in `folder` when they died mid-compilation."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            found = _BUILD.match(entry.name)
+            if found and found[2] == _host() and not _alive(int(found[1])) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _open_own(path: Path) -> int:
+    """A descriptor of `path`, a regular file of the user's that nobody else can write (never a link, and a
+    FIFO or device does not block): Refused otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("is not a regular file")
+        if problem := _owner_problem(st):
+            raise Refused(problem)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_record(record: Path) -> dict:
+    fd = _open_own(record)
+    try:
+        if os.fstat(fd).st_size > RECORD_LIMIT:
+            raise Refused("is too large for a record")
+        meta = json.loads(os.read(fd, RECORD_LIMIT + 1))
+    finally:
+        os.close(fd)
+    if not isinstance(meta, dict):
+        raise Refused("is not a record")
+    return meta
+
+
+def _check_package(package: Path, meta: dict) -> None:
+    """`package` is a file of the user's with the size and sha256 that its record names."""
+    fd = _open_own(package)
+    try:
+        if not (os.fstat(fd).st_size == meta.get("size") and _sha256_of(fd) == meta.get("sha256")):
+            raise Refused("does not match its record")
+    finally:
+        os.close(fd)
 
 
 def _load(path: Path) -> Runner:
-    """The package at `path`, loaded by the C++ loader that `torch._inductor.aoti_load_package` wraps: used
-    directly, it does not need torch._inductor imported, which takes longer than everything else here. Where
-    that binding differs, or the package's model does not map one tensor to one tensor, the public function."""
+    """The package at `path`, loaded by torch's public loader."""
     with _quiet():
-        try:
-            loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-            inputs, outputs = (json.loads(spec)[1] for spec in loader.get_call_spec())
-            if _leaves(inputs) == 1 and outputs["type"] is None:
-                return lambda x: loader.boxed_run([x])[0]
-        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
-            pass
         import torch._inductor as inductor
 
         return inductor.aoti_load_package(str(path))
 
 
-@contextlib.contextmanager
-def _inductor_work_dir(folder: Path) -> Iterator[None]:
-    """Inductor's intermediate files go to `folder` (deleted with the build) rather than its shared temp cache."""
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+@torch.inference_mode()
+def _probe(runner: Runner, folded: nn.Module, example: torch.Tensor) -> None:
+    """Refused unless `runner` computes what `folded` computes on a random input shaped like `example`."""
+    x = torch.randn(1, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    expected = folded(x)
+    with _quiet():
+        try:
+            got = runner(x)
+        except Exception as exc:  # another model's package: another input or output shape
+            raise Refused(f"does not run on this model's input ({type(exc).__name__})") from None
+    if not (isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype):
+        raise Refused("does not compute this model")
+    error = float((got - expected).abs().max())
+    if not error <= TOLERANCE * max(float(expected.abs().max()), 1e-30):  # NaN fails too
+        raise Refused("does not compute this model")
 
 
 def _compile(folded: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Export `folded` with a dynamic batch and compile it with AOTInductor into the package `path`."""
-    with _quiet(), torch.no_grad(), _inductor_work_dir(path.parent / "inductor"):
+    """Export `folded` with a dynamic batch and compile it with AOTInductor into the package `path`; inductor's
+    intermediate files go to a folder beside it (torch's `fresh_cache`), not to its shared temporary cache."""
+    with _quiet(), torch.no_grad():
         import torch._inductor as inductor
+        from torch._inductor.utils import fresh_cache
 
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},))
-        inductor.aoti_compile_and_package(program, package_path=str(path))
+        with fresh_cache(dir=str(path.parent)):
+            inductor.aoti_compile_and_package(program, package_path=str(path))
 
 
-def _verified(package: Path, record: Path, key: dict[str, object]) -> Callable | None:
-    """The loaded entry if its record names `key` and the package matches its recorded size and hash, else None."""
-    try:
-        meta = json.loads(record.read_text())
-        if not (isinstance(meta, dict) and meta.get("key") == key and meta.get("size") == package.stat().st_size):
-            return None
-        if meta.get("sha256") != _sha256(package):
-            return None
-        return _load(package)
-    except Exception:  # unreadable, unparsable or unloadable: the caller rebuilds
-        return None
+def _cached(package: Path, record: Path, key: dict[str, object], folded: nn.Module, example: torch.Tensor) -> Runner:
+    """The entry's package, loaded, when its record names `key`, the package matches it and computes `folded`."""
+    meta = _read_record(record)
+    if meta.get("key") != key:
+        raise Refused("is stale")
+    _check_package(package, meta)
+    runner = _load(package)
+    _probe(runner, folded, example)
+    return runner
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
+def _install(built: Path, package: Path, record: Path, key: dict[str, object]) -> None:
+    """Move the package `built` into the cache as `package`, with its record (both mode 0600)."""
+    meta = {"key": key, "size": built.stat().st_size, "sha256": _sha256(built)}
+    written = built.with_name("record.json")
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(fd, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.chmod(built, 0o600)
+    record.unlink(missing_ok=True)  # no moment where an old record names the new package
+    os.replace(built, package)
+    os.replace(written, record)
+
+
+def _build_folder(folder: Path | None) -> Path:
+    """A build folder for this process: in the cache `folder` (named after the process, so that `sweep` can
+    tell when it is left over), or a private temporary folder (mode 0700) where there is no cache."""
+    return Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-{_host()}-", dir=folder))
 
 
 def compiled(
-    folded: nn.Module, example: torch.Tensor, key: dict[str, object], notice: Callable[[str], None] = lambda _: None
+    folded: nn.Module,
+    example: torch.Tensor,
+    key: dict[str, object],
+    notice: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> Runner:
-    """The cached package for `key` if a sound one exists, else a newly compiled one (stored when possible);
-    `notice` hears, before a compilation, that one starts (it takes tens of seconds)."""
-    folder = cache_dir()
-    usable = _writable(folder)
+    """The cached package for `key` if a sound one exists, else a newly compiled one (stored when the cache is
+    the user's own); `notice` hears, before a compilation, that one starts (it takes tens of seconds), `warn`
+    why the cache folder is not used."""
+    folder = trusted_folder(warn)
+    if folder is None:
+        stats.uncached += 1
+        return _built(folded, example, None, notice)
+    sweep(folder)
     package, record = folder / f"{digest_of(key)}.pt2", folder / f"{digest_of(key)}.json"
-    if usable and (package.exists() or record.exists()):
-        if (runner := _verified(package, record, key)) is not None:
+    if os.path.lexists(package) or os.path.lexists(record):
+        try:
+            runner = _cached(package, record, key, folded, example)
+        except Exception:  # refused, unreadable or unloadable: rebuilt
+            stats.rejected += 1
+        else:
             stats.hits += 1
             return runner
-        stats.rejected += 1
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=folder if usable else None) as tmp:
-        built = Path(tmp) / "model.pt2"
-        notice(f"compiling the fast path once (tens of seconds); later runs load it from {folder}")
+    return _built(folded, example, (package, record, key), notice)
+
+
+def _built(
+    folded: nn.Module,
+    example: torch.Tensor,
+    entry: tuple[Path, Path, dict[str, object]] | None,
+    notice: Callable[[str], None],
+) -> Runner:
+    """A newly compiled package, loaded and probed, then stored as `entry` (package, record, key) if given."""
+    build = _build_folder(entry[0].parent if entry else None)
+    try:
+        built = build / "model.pt2"
+        later = f"once (tens of seconds); later runs load it from {entry[0].parent}" if entry else "(tens of seconds)"
+        notice(f"compiling the fast path {later}")
         _compile(folded, example, built)
         stats.builds += 1
-        if usable:
-            try:
-                meta = {"key": key, "size": built.stat().st_size, "sha256": _sha256(built)}
-                (Path(tmp) / "record.json").write_text(json.dumps(meta, indent=1))
-                record.unlink(missing_ok=True)  # no moment where an old record names the new package
-                os.replace(built, package)
-                os.replace(Path(tmp) / "record.json", record)
-            except OSError:
-                pass
-            else:
-                return _load(package)
-        stats.uncached += 1
-        return _load(built if built.exists() else package)
+        runner = _load(built)
+        _probe(runner, folded, example)
+        if entry:
+            _install(built, *entry)
+        return runner
+    finally:
+        shutil.rmtree(build, ignore_errors=True)

@@ -3,6 +3,7 @@ across processes."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -89,6 +90,7 @@ class Evaluation:
                 model,
                 self.device,
                 notice=notice if progress else lambda _: None,
+                warn=lambda line: tqdm.write(line, file=sys.stderr),  # an untrusted package cache: even with -q
             )
         model = model.to(self.device).eval()
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
