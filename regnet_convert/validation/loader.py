@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from types import TracebackType
 
 import numpy as np
 import torch
@@ -52,10 +54,18 @@ def shard(samples: list[Sample], rank: int, world_size: int) -> list[Sample]:
     return samples[rank::world_size]
 
 
+def _worker_excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+    """A worker's stray errors, but not the main process hanging up on it (it is ending the run: its tensor
+    hand-over thread then meets a closed connection), which is no error of the worker's."""
+    if not issubclass(kind, (ConnectionError, EOFError)):
+        sys.__excepthook__(kind, value, traceback)
+
+
 def _worker_init(_worker_id: int) -> None:
     """Workers ignore Ctrl-C, SIGTERM and SIGHUP sent to the process group: the main process decides, ends the
     run with one line and shuts them down."""
     ignore_interruptions()
+    sys.excepthook = _worker_excepthook
 
 
 def make_loader(
