@@ -1,4 +1,5 @@
-"""`regnet-convert`: pycls and mmclassification RegNet checkpoints to native safetensors files."""
+"""`regnet-convert`: RegNet weights from pycls, mmcls, timm, torchvision and transformers to native safetensors
+files, exports to those libraries and ONNX, and the pycls zoo."""
 
 from __future__ import annotations
 
@@ -20,12 +21,19 @@ from regnet_convert.export.targets import TARGETS
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="regnet-convert")
 def main() -> None:
-    """Convert pycls (and mmclassification) RegNet checkpoints into native PyTorch RegNets in safetensors.
+    """Convert RegNet weights into native PyTorch RegNets in safetensors, and back out to other libraries.
+
+    \b
+    Sources:  pycls (.pyth), mmcls (.pth), timm, torchvision (safetensors or torch files), hf (a folder)
+    Exports:  export SOURCE OUTPUT --to timm|torchvision|hf|timm-hub|onnx|mmcls
+    Zoo:      zoo list, zoo fetch NAME... (download and convert pycls's 24 models)
+    Inspect:  inspect FILE (a converted file or a pycls checkpoint)
 
     \b
     Examples:
       regnet-convert pycls RegNetX-4.0GF_dds_8gpu.pyth checkpoints/regnetx_4.0gf.safetensors
       regnet-convert mmcls RegNetX-4.0GF-ef8bb32c.pth regnetx_4.0gf.safetensors
+      regnet-convert export checkpoints/regnetx_4.0gf.safetensors regnetx_4.0gf-hf --to hf
       regnet-convert inspect checkpoints/regnetx_4.0gf.safetensors
       regnet-convert zoo list
 
@@ -35,8 +43,17 @@ def main() -> None:
     """
 
 
-def conversion_command(source_format: str, summary: str) -> Callable:
-    """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option."""
+CHECKED = (
+    "Every tensor is mapped (or the conversion fails), loaded strictly and run once before OUTPUT is written, "
+    "atomically."
+)
+FROM_SHAPES = "the zoo model or per-stage structure its tensor shapes imply"
+RGB_SOURCE = "The result takes RGB input, as the source does (--rgb is refused: there is nothing to reverse)."
+BGR_SOURCE = "The result takes BGR input, as the source does; --rgb reverses the stem's channels."
+
+
+def conversion_command(source_format: str, *paragraphs: str) -> Callable:
+    """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option, each has its own help."""
 
     @click.argument("source", type=click.Path(path_type=Path))
     @click.argument("output", type=click.Path())  # a str: a trailing "/" must reach the output check
@@ -58,28 +75,42 @@ def conversion_command(source_format: str, summary: str) -> Callable:
         if not quiet:
             emit(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
 
-    command.__doc__ = (
-        summary
-        + """
-
-    The architecture comes from --model, else the checkpoint's cfg, else the zoo model or
-    per-stage structure its tensor shapes imply. Every tensor is mapped (or the conversion
-    fails), loaded strictly and run once before OUTPUT is written, atomically.
-    """
-    )
+    command.__doc__ = "\n\n".join(paragraphs)
     return main.command(source_format)(command)
 
 
-conversion_command("pycls", "Convert a pycls checkpoint SOURCE (.pyth, or a bare state dict) into OUTPUT.")
-conversion_command("mmcls", "Convert an mmclassification RegNet checkpoint SOURCE (.pth) into OUTPUT.")
-conversion_command("timm", "Convert timm RegNet weights SOURCE (.safetensors or a torch file) into OUTPUT (RGB input).")
 conversion_command(
-    "torchvision", "Convert torchvision RegNet weights SOURCE (.safetensors or a torch file) into OUTPUT (RGB input)."
+    "pycls",
+    "Convert a pycls checkpoint SOURCE (.pyth training checkpoint, or a bare state dict) into OUTPUT.",
+    f"The architecture comes from --model, else the checkpoint's cfg, else {FROM_SHAPES}. {CHECKED}",
+    BGR_SOURCE,
+)
+conversion_command(
+    "mmcls",
+    "Convert an mmclassification RegNetX checkpoint SOURCE (.pth, as mmcv's save_checkpoint writes it) into OUTPUT.",
+    f"The architecture comes from --model, else {FROM_SHAPES} (mmcls files carry no cfg). The class names of "
+    f"meta.CLASSES are kept. {CHECKED}",
+    BGR_SOURCE,
+)
+conversion_command(
+    "timm",
+    "Convert timm RegNet weights SOURCE (.safetensors, or a torch file read with weights_only) into OUTPUT.",
+    f"The architecture comes from --model, else {FROM_SHAPES}. {CHECKED}",
+    RGB_SOURCE,
+)
+conversion_command(
+    "torchvision",
+    "Convert torchvision RegNet weights SOURCE (.safetensors, or a torch file read with weights_only) into OUTPUT.",
+    f"The architecture comes from --model, else {FROM_SHAPES}. {CHECKED}",
+    RGB_SOURCE,
 )
 conversion_command(
     "hf",
-    "Convert a Hugging Face transformers RegNet folder SOURCE (config.json + model.safetensors or\n"
-    "pytorch_model.bin) into OUTPUT (RGB input).",
+    "Convert a Hugging Face transformers RegNet folder SOURCE (config.json with model.safetensors or "
+    "pytorch_model.bin) into OUTPUT.",
+    f"The architecture comes from config.json (every field checked) and must agree with --model when given; the "
+    f"class names of id2label are kept. {CHECKED}",
+    RGB_SOURCE,
 )
 main.add_command(zoo)
 

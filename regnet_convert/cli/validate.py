@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from regnet_convert.validation.evaluate import AMP_DTYPES
 from regnet_convert.validation.preprocess import PRESETS
 from regnet_convert.validation.report import sweep_table, write_json, write_table
 from regnet_convert.validation.selection import MissingWeights
-from regnet_convert.validation.validate import ValidationOptions, json_inputs, validate
+from regnet_convert.validation.validate import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
 
 
 class FiniteFloat(click.ParamType):
@@ -54,14 +53,16 @@ class FiniteFloat(click.ParamType):
               help="mmcls (uint8 resize) reproduces the seed table's numbers; pycls (float32 resize, "
                    "bit-exact with pycls 0.1.1's test loader) pycls's own.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=min(8, os.cpu_count() or 1), show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=DEFAULT_WORKERS, show_default=True,
+              help="DataLoader worker processes (default: one per CPU core, at most 8).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(list(AMP_DTYPES)), default="off", show_default=True,
               help="Mixed precision; the reference numbers are fp32.")  # fmt: skip
 @click.option("--channels-last", is_flag=True, help="Run the model in channels-last memory format.")
 @click.option("--fast", is_flag=True,
-              help="Fast path: BN folded, channels-last; TorchScript (trace+freeze) on CPU, where fp32 agrees "
-                   "with the reference to 1e-4; eager on CUDA.")  # fmt: skip
+              help="Fast path: BN folded, channels-last; on CPU compiled ahead of time (torch.export + "
+                   "AOTInductor, cached in $REGNET_CACHE/aoti), where fp32 agrees with the reference to 1e-4; "
+                   "eager on CUDA.")  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(1), help="Quick check on a deterministic, evenly spread subset of N images."
 )

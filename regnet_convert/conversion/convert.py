@@ -125,6 +125,8 @@ def convert_in_memory(
 ) -> tuple[dict[str, torch.Tensor], Conversion]:
     """Read, map, identify and check a checkpoint in memory: native tensors and what they are."""
     source, fmt = Path(source), FORMATS[source_format]
+    if rgb and fmt.channel_order == "RGB":
+        raise InputError("--rgb", f"{fmt.name} weights already take RGB input; there is no BGR stem to reverse")
     checkpoint = fmt.read(source)
     if checkpoint.cfg is not None:
         check_cfg_model_type(str(source), checkpoint.cfg)

@@ -31,6 +31,8 @@ from regnet_convert.validation.preprocess import Preset
 from regnet_convert.validation.report import ValidationResult
 from regnet_convert.zoo.manifest import zoo_entries
 
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # DataLoader workers: one per core, at most 8
+
 
 @dataclass
 class ValidationOptions:
@@ -42,7 +44,7 @@ class ValidationOptions:
     labels: Path | None = None
     preprocess: Preset = "mmcls"
     batch_size: int = 64
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     device: str = "auto"
     amp: Amp = "off"
     channels_last: bool = False
