@@ -23,6 +23,7 @@ ORACLE_TESTS := tests/test_known_answers.py tests/test_preprocess.py tests/test_
 $(RUNTIME): pyproject.toml Makefile $(LOCK) tools/check_lock.py
 	$(PYTHON) tools/check_lock.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip  # --build-constraint (the mmcv oracle) needs a recent pip
 	$(PIP) -c $(LOCK) $(firstword $(TORCH_SPEC)) -e .
 	touch $(RUNTIME)
 
@@ -50,6 +51,7 @@ demo: $(RUNTIME)
 # oracles still agree? Failures name the package versions and the steps that moved (README, "Versions").
 test-latest:
 	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --disable-pip-version-check --upgrade pip
 	.venv-latest/bin/pip install --quiet --disable-pip-version-check --upgrade $(TORCH_SPEC) -e ".[test]"
 	.venv-latest/bin/pip install --quiet --disable-pip-version-check --no-deps $(ORACLES)
 	printf 'setuptools<70\n' > .venv-latest/build-constraints.txt
