@@ -115,16 +115,11 @@ class CachedCrops:
 class Recorder:
     """Writes the crops of a run to a new entry as its batches go by."""
 
-    def __init__(self, entry: Path, data: Path | None, shape: tuple[int, ...]) -> None:
-        """With `data` None, a recorder that records nothing (the cache could not be written: the run goes on)."""
+    def __init__(self, entry: Path, data: Path, shape: tuple[int, ...]) -> None:
         self.entry, self.data, self.shape = entry, data, shape
         self.written, self.errors = 0, {}
-        self.failed = data is None  # a write failed: the entry is abandoned, the run goes on uncached
-        self.file = open(data, "wb") if data is not None else None  # noqa: SIM115 (closed by `finish`/`building`)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        self.failed = False  # a write failed: the entry is abandoned, the run goes on uncached
+        self.file = open(data, "wb")  # noqa: SIM115 (closed by `finish` or by `CropCache.building`)
 
     def record(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         """`batches`, unchanged, their crops appended to the entry's data file (until a write fails)."""
@@ -258,7 +253,7 @@ class CropCache:
             with ExitStack() as stack:
                 tmp = stack.enter_context(atomic_directory(self.entry, True, (), (INDEX, DATA)))
                 recorder = Recorder(self.entry, tmp / DATA, self.shape)
-                stack.callback(recorder.close)
+                stack.callback(recorder.file.close)
                 stage = "run"
                 yield recorder
                 stage = "commit"
@@ -271,12 +266,10 @@ class CropCache:
                     os.rmdir(self.folder)
             if isinstance(exc, _Abandoned):
                 return
-            if stage == "run" or not isinstance(exc, (OSError, InputError)):
-                raise
-            # the cache cannot be written (a full disk, a quota): the evaluation goes on, or is kept, uncached
+            if stage != "commit" or not isinstance(exc, (OSError, InputError)):
+                raise  # a folder that cannot be created is refused before anything runs
+            # the finished entry cannot be written (a full disk, a quota): the evaluation's results are kept
             _uncached(self._name(), exc)
-            if stage == "setup":
-                yield Recorder(self.entry, None, self.shape)
 
 
 class _Abandoned(Exception):
