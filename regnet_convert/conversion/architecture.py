@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 
 import torch
@@ -59,8 +60,19 @@ class _Cfg:
         return [_typed(f"{section}.{key}[{i}]", item, kind) for i, item in enumerate(value)]
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """A repr that looks at no more than a few levels and items: a cfg's list may share itself 2**60 times."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, 40, 40
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = 6
+    return shown
+
+
+_REPR = _bounded_repr()
+
+
 def _shown(value: object) -> str:
-    text = "null" if value is None else repr(value)
+    text = "null" if value is None else _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
