@@ -97,7 +97,8 @@ def fast_model(
     Batch norm is folded into the convolutions and weights are stored channels-last. Backends:
     `aoti` (CPU default) exports the folded model with a dynamic batch and compiles it ahead of time with
     AOTInductor for `resolution`x`resolution` inputs; the package is cached per user (`regnet.fast_cache`), so
-    later runs load it in well under a second (the first compilation takes tens of seconds);
+    later runs load it in a second or two and check it on one probe input (the first compilation takes tens of
+    seconds);
     `compile` wraps it in torch.compile (compiles on first call, in every process); `eager` (GPU default)
     runs the folded channels-last module, with cudnn autotuning on CUDA. `notice` hears when a compilation starts,
     `warn` why the package cache is not used (a folder that is not the user's own, or cannot be written).

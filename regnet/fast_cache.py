@@ -222,6 +222,7 @@ def _open_own(path: Path) -> int:
 
 
 def _read_record(record: Path) -> dict:
+    """The JSON object in `record`, a file of the user's of at most RECORD_LIMIT bytes."""
     fd = _open_own(record)
     try:
         if os.fstat(fd).st_size > RECORD_LIMIT:
