@@ -44,7 +44,7 @@ class Workspace:
     """A converted RegNetX-400MF (and a second model for the sweep), JPEGs and their labels in a temp folder."""
 
     def __init__(self, root: Path, count: int) -> None:
-        from regnet_convert.conversion.convert import convert_pycls
+        from regnet_convert.conversion.pipeline import convert_pycls
         from regnet_convert.demo import make_images
         from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
@@ -177,7 +177,7 @@ def bench_crop_cache(ws: Workspace, repeats: int) -> None:
 def bench_gpu(images: int, workers: int) -> None:
     """CUDA only: RegNetX-4.0GF `--fast` (bf16 channels-last) on `images` JPEGs, and the 8 starred models in one
     sweep; each rate extrapolated to ImageNet's 50,000 images (goals: under 30 s, and under 3 minutes)."""
-    from regnet_convert.conversion.convert import convert_pycls
+    from regnet_convert.conversion.pipeline import convert_pycls
     from regnet_convert.sources.pycls_format import write_pycls_checkpoint
     from regnet_convert.validation.selection import starred
 

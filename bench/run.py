@@ -195,7 +195,7 @@ def bench_input(count: int, repeats: int) -> None:
 
 
 def bench_validation(count: int, workers: int, batch: int, repeats: int) -> None:
-    from regnet_convert.conversion.convert import convert_pycls
+    from regnet_convert.conversion.pipeline import convert_pycls
     from regnet_convert.demo import make_images
     from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 

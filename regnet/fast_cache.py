@@ -35,16 +35,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from regnet.paths import cache_root
+
 FORMAT = 1  # bump when what goes into a package changes
 RECORD_LIMIT = 16 << 10  # bytes: a record holds a key, a size and a hash
 TOLERANCE = 1e-4  # the fp32 agreement of the fast path with the folded model (max |a - b| / max |b|)
 Runner = Callable[[torch.Tensor], torch.Tensor]
-USER_CACHE = Path("~/.cache/regnet-convert")
 
 
 def cache_dir() -> Path:
     """Where compiled packages live: `$REGNET_CACHE/aoti`, by default `~/.cache/regnet-convert/aoti`."""
-    return Path(os.environ.get("REGNET_CACHE") or USER_CACHE).expanduser() / "aoti"
+    return cache_root() / "aoti"
 
 
 @dataclass

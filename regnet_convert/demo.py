@@ -23,11 +23,11 @@ import torch
 from PIL import Image, ImageDraw
 
 import regnet
+from regnet.imagenet import wnids
 from regnet.metadata import Preprocessing
 from regnet_convert.cli import convert as cli_convert
 from regnet_convert.cli import validate as cli_validate
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
-from regnet_convert.validation.imagenet import wnids
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 
 MODEL = "regnetx_200mf"

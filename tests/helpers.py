@@ -16,11 +16,11 @@ import torch
 from click.testing import CliRunner, Result
 
 import regnet
+from regnet.imagenet import wnids
 from regnet_convert.cli.convert import main as convert_main
 from regnet_convert.cli.validate import main as validate_main
-from regnet_convert.conversion.convert import convert
+from regnet_convert.conversion.pipeline import convert
 from regnet_convert.demo import make_images
-from regnet_convert.validation.imagenet import wnids
 
 # ---- tensors and models -------------------------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ def run_convert_cli(runner: CliRunner, *args: object) -> Result:
 
 
 def convert_file(source: str | Path, output: str | Path, **options: object) -> Path:
-    """Convert through the library call `regnet_convert.conversion.convert.convert` (no CLI); returns `output`."""
+    """Convert through the library call `regnet_convert.conversion.pipeline.convert` (no CLI); returns `output`."""
     convert(source, output, **options)
     return Path(output)
 

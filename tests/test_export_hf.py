@@ -25,10 +25,10 @@ from transformers import AutoImageProcessor, RegNetForImageClassification
 
 import regnet
 from regnet.hf_layout import from_hf, to_hf
+from regnet.imagenet import class_names
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.hf import groups_width, refuse
-from regnet_convert.validation.imagenet import class_names
 
 STEM = "regnet.embedder.embedder.convolution.weight"
 

@@ -13,7 +13,7 @@ from regnet_convert.cli import convert as convert_cli
 from regnet_convert.cli import validate as validate_cli
 from regnet_convert.export.targets import TARGETS
 from regnet_convert.sources.formats import FORMATS
-from regnet_convert.validation.validate import ValidationOptions
+from regnet_convert.validation.runner import ValidationOptions
 
 SOURCES = ("pycls", "mmcls", "timm", "torchvision", "hf")
 

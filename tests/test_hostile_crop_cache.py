@@ -18,7 +18,7 @@ from crafted import Fixtures, copy_val
 from hostile import Zygote
 
 from regnet_convert.validation.crop_cache import CropCache, Stale, file_key
-from regnet_convert.validation.imagenet import find_samples
+from regnet_convert.validation.dataset import find_samples
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.preprocess import MAX_FILE_BYTES, load_crop
 

@@ -21,8 +21,8 @@ from crafted import Fixtures
 from hostile import Case, Outcome, Zygote, check_refusal, snapshot
 
 import regnet
-from regnet_convert.conversion import atomic
 from regnet_convert.errors import InputError
+from regnet_convert.fs import outputs as atomic
 
 CONVERT = "regnet-convert"
 HUB_FILES = ("config.json", "model.safetensors")

@@ -24,11 +24,11 @@ from hostile import Case, Zygote, check_refusal, snapshot
 
 import regnet
 from regnet import RegNetConfig, StageConfig
+from regnet.imagenet import wnids
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.demo import run as run_demo
-from regnet_convert.export.export import export
-from regnet_convert.validation.imagenet import wnids
-from regnet_convert.validation.validate import load_candidate
+from regnet_convert.export.pipeline import export
+from regnet_convert.validation.runner import load_candidate
 
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"
@@ -271,7 +271,7 @@ def test_weights_rewritten_in_place_mid_run_change_nothing(source: str, fixtures
 
 _TRUNCATE_MID_RUN = """
 import os, sys, torch
-from regnet_convert.validation.validate import load_candidate
+from regnet_convert.validation.runner import load_candidate
 candidate = load_candidate(sys.argv[1], None)
 os.truncate(sys.argv[1], 0)
 print(sum(float(p.double().sum()) for p in candidate.model.state_dict().values()))

@@ -21,8 +21,8 @@ from crafted import Fixtures, edit_architecture, edit_metadata
 from hostile import Case, Zygote, check_refusal, snapshot
 
 import regnet
-from regnet_convert.export.export import export
-from regnet_convert.validation.imagenet import class_names, wnids
+from regnet.imagenet import class_names, wnids
+from regnet_convert.export.pipeline import export
 
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"

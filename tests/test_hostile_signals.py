@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import generated_val_set, unused_port
 
-from regnet_convert.validation.imagenet import find_samples
+from regnet_convert.validation.dataset import find_samples
 
 VALIDATE = [sys.executable, "-m", "regnet_convert.cli.validate"]
 

@@ -20,7 +20,7 @@ from crafted import Fixtures, copy_val
 from hostile import Case, Zygote, check_refusal, snapshot
 
 from regnet_convert.validation.crop_cache import DATA, INDEX, CropCache, Stale
-from regnet_convert.validation.imagenet import find_samples
+from regnet_convert.validation.dataset import find_samples
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.selection import starred
 

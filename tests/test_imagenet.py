@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from regnet.imagenet import wnids
 from regnet_convert.errors import InputError
-from regnet_convert.validation.imagenet import find_samples, subset, wnids
+from regnet_convert.validation.dataset import find_samples, subset
 
 
 def touch(path: Path) -> Path:

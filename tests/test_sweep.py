@@ -15,6 +15,7 @@ from helpers import class_folder, convert_file, native_model_with_random_bn
 import regnet
 import regnet_convert.validation.evaluate as evaluate
 import regnet_convert.validation.loader as loader
+from regnet.zoo import zoo_model
 from regnet_convert.cli.validate import main
 from regnet_convert.demo import make_images
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
@@ -22,7 +23,6 @@ from regnet_convert.validation.evaluate import Counts
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 from regnet_convert.validation.report import ValidationResult, sweep_table
 from regnet_convert.validation.selection import starred
-from regnet_convert.zoo.manifest import zoo_entry
 
 MODELS = {"regnetx_200mf": ("RGB", 1), "regnety_200mf": ("BGR", 2)}  # name: (channel order, seed)
 IMAGES = 12
@@ -145,7 +145,7 @@ def test_all_duplicates_and_table(runner, zoo, tmp_path):
     ]  # fmt: skip
     for row, record in zip(rows[2:], records, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        entry = zoo_entry(record["model"])
+        entry = zoo_model(record["model"])
         assert cells[:5] == [
             record["model"], f"{entry.params / 1e6:.2f}", f"{entry.flops / 1e9:.2f}",
             f"{record['top1']:.2f}", f"{record['top5']:.2f}",
@@ -174,7 +174,7 @@ def test_progress_names_each_model(runner, zoo, tmp_path, monkeypatch):
 def test_starred_is_the_seed_tables_models():
     names = starred()
     assert len(names) == 8 and all(n.startswith("regnetx_") for n in names)
-    assert names == [n for n in names if zoo_entry(n).seed_table is not None]
+    assert names == [n for n in names if zoo_model(n).seed_table is not None]
     assert names[0] == "regnetx_400mf" and names[-1] == "regnetx_12gf"
 
 
@@ -182,7 +182,7 @@ def full(name: str, top1: int, top5: int) -> ValidationResult:
     return ValidationResult(
         model=name, weights="w", counts=Counts(50_000, top1, top5), expected_images=50_000, preprocess="mmcls",
         channel_order="BGR", amp="off", fast=False, device="cpu", world_size=1, tolerance=0.1, wall_seconds=100.0,
-        zoo=zoo_entry(name),
+        zoo=zoo_model(name),
     )  # fmt: skip
 
 

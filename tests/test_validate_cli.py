@@ -10,8 +10,8 @@ import sys
 import pytest
 from helpers import generated_val_set, unused_port, validation_record
 
+from regnet.imagenet import wnids
 from regnet_convert.cli.validate import main
-from regnet_convert.validation.imagenet import wnids
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +131,14 @@ def test_safetensors_without_our_metadata_is_not_a_converted_regnet(runner, tmp_
 
 
 def full_run(top1_correct: int, top5_correct: int, preprocess: str = "mmcls"):
+    from regnet.zoo import zoo_model
     from regnet_convert.validation.evaluate import Counts
     from regnet_convert.validation.report import ValidationResult
-    from regnet_convert.zoo.manifest import zoo_entry
 
     return ValidationResult(
         model="regnetx_4.0gf", weights="w", counts=Counts(50_000, top1_correct, top5_correct),
         expected_images=50_000, preprocess=preprocess, channel_order="BGR", amp="off", fast=False, device="cpu",
-        world_size=1, tolerance=0.1, wall_seconds=100.0, zoo=zoo_entry("regnetx_4.0gf"),
+        world_size=1, tolerance=0.1, wall_seconds=100.0, zoo=zoo_model("regnetx_4.0gf"),
     )  # fmt: skip
 
 

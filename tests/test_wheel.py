@@ -23,9 +23,9 @@ from PIL import Image
 
 import regnet
 import regnet_convert
+from regnet.imagenet import wnids
 from regnet_convert.demo import predictions
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
-from regnet_convert.validation.imagenet import wnids
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("regnet", "regnet_convert")
@@ -121,7 +121,7 @@ def test_wheel_installed_elsewhere_runs_its_console_scripts(tmp_path):
         names = set(archive.namelist())
         dist_info = f"regnet_convert-{regnet_convert.__version__}.dist-info"
         scripts = archive.read(f"{dist_info}/entry_points.txt").decode()
-    assert {"regnet_convert/validation/imagenet_wnids.txt", "regnet/__init__.py", "regnet_convert/__init__.py"} <= names
+    assert {"regnet/imagenet_wnids.txt", "regnet/__init__.py", "regnet_convert/__init__.py"} <= names
     assert any(name.endswith("/zoo.json") for name in names)  # the zoo table, wherever the packages keep it
     assert packaged_files() - names == set(), "files of the packages missing from the wheel"
     assert {name.split("/")[0] for name in names} == {*PACKAGES, dist_info}  # no tests/, bench/ or strays

@@ -23,11 +23,12 @@ from helpers import probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
+from regnet.zoo import zoo_models
 from regnet_convert.cli import zoo as zoo_cli
 from regnet_convert.cli.convert import main
 from regnet_convert.errors import InputError
+from regnet_convert.zoo import fetch as zoo_fetch
 from regnet_convert.zoo.download import download
-from regnet_convert.zoo.manifest import zoo_entries
 
 ZOO_PATH = "dds_baselines/160905981/RegNetX-200MF_dds_8gpu.pyth"
 DOWNLOAD = "RegNetX-200MF_dds_8gpu.pyth"
@@ -125,11 +126,11 @@ def one_error_line(result) -> str:
 def known_size(zoo, monkeypatch):
     """The manifest entry of regnetx_200mf with the served file's size and sha256 recorded."""
     served = zoo["served"].read_bytes()
-    entries = dict(zoo_entries())
+    entries = dict(zoo_models())
     entries["regnetx_200mf"] = dataclasses.replace(
         entries["regnetx_200mf"], size=len(served), sha256=hashlib.sha256(served).hexdigest()
     )
-    monkeypatch.setattr(zoo_cli, "zoo_entries", lambda: entries)
+    monkeypatch.setattr(zoo_cli, "zoo_models", lambda: entries)
     return entries["regnetx_200mf"]
 
 
@@ -203,7 +204,7 @@ def test_output_failure_during_conversion_keeps_the_download(runner, zoo, monkey
         raise InputError(output, "writing failed (No space left on device); nothing was written")
 
     with monkeypatch.context() as patch:
-        patch.setattr("regnet_convert.conversion.convert.write_converted", disk_full)
+        patch.setattr("regnet_convert.conversion.pipeline.write_converted", disk_full)
         line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
     assert "regnetx_200mf.safetensors: writing failed" in line
     assert (zoo["cache"] / DOWNLOAD).read_bytes() == zoo["served"].read_bytes()  # 1.2 GB need not come again
@@ -219,7 +220,7 @@ def test_output_checked_before_downloading(runner, zoo, monkeypatch):
 
 
 def test_unwritable_cache_is_refused_before_downloading(runner, zoo, monkeypatch):
-    monkeypatch.setattr(zoo_cli.os, "access", lambda path, mode: Path(path) != zoo["cache"])  # as root, chmod can't
+    monkeypatch.setattr(zoo_fetch.os, "access", lambda path, mode: Path(path) != zoo["cache"])  # as root, chmod can't
     line = one_error_line(fetch(runner, zoo, "regnetx_200mf"))
     assert f"REGNET_CACHE {zoo['cache']}: cannot be written (permission denied)" in line
     assert zoo["handler"].requests == []

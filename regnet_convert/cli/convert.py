@@ -10,12 +10,13 @@ import click
 
 from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
-from regnet_convert.cli.common import ReportingGroup, console_script, emit, printable
+from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
-from regnet_convert.conversion.convert import DTYPES, convert
-from regnet_convert.export.export import export
+from regnet_convert.conversion.pipeline import DTYPES, convert
+from regnet_convert.export.pipeline import export
 from regnet_convert.export.targets import TARGETS
+from regnet_convert.process import emit, printable
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,8 +12,8 @@ from regnet.metadata import WeightsMetadata
 from regnet.weights import check_against_architecture
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.errors import InputError
+from regnet_convert.fs.inputs import check_input_file, weights_kind
 from regnet_convert.sources.checkpoint import read_pycls_checkpoint
-from regnet_convert.sources.files import check_input_file, weights_kind
 from regnet_convert.sources.formats import map_keys
 
 

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import click
 
-from regnet_convert.cli.common import ReportingCommand, console_script, emit, printable
+from regnet_convert.cli.common import ReportingCommand, console_script
 from regnet_convert.errors import EXIT_FAIL, EXIT_OK
+from regnet_convert.process import emit, printable
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
 from regnet_convert.validation.preprocess import PRESETS
 from regnet_convert.validation.report import sweep_table, write_json, write_table
+from regnet_convert.validation.runner import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
 from regnet_convert.validation.selection import MissingWeights
-from regnet_convert.validation.validate import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
 
 
 class FiniteFloat(click.ParamType):

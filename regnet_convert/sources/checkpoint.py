@@ -21,7 +21,7 @@ import regnet
 from regnet.config import MAX_CLASSES
 from regnet.metadata import MAX_LABEL_CHARS
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file, weights_kind
+from regnet_convert.fs.inputs import check_input_file, weights_kind
 from regnet_convert.sources.pickle_scan import SAFE_PROTOCOLS, PickleProblem, check_checkpoint
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -15,9 +15,9 @@ from pathlib import Path
 from regnet.config import MAX_BLOCKS, MAX_CLASSES, MAX_STAGES, MAX_WIDTH
 from regnet.hf_layout import from_hf, to_hf
 from regnet_convert.errors import InputError
+from regnet_convert.fs.inputs import check_input_file
 from regnet_convert.sources import pycls_keys
 from regnet_convert.sources.checkpoint import SourceCheckpoint, read_state_dict_file, source_class_names
-from regnet_convert.sources.files import check_input_file
 
 MAX_CONFIG_BYTES = 1 << 20  # a RegNet's config.json with 1000 labels is about 60 KB
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # transformers' order of preference

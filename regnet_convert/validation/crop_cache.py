@@ -41,12 +41,12 @@ import cv2
 import numpy as np
 import torch
 
-from regnet_convert.cli.common import notice
-from regnet_convert.conversion.atomic import atomic_directory
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import file_kind
+from regnet_convert.fs.inputs import file_kind
+from regnet_convert.fs.outputs import atomic_directory
+from regnet_convert.process import notice
+from regnet_convert.validation.dataset import Sample
 from regnet_convert.validation.evaluate import Batch
-from regnet_convert.validation.imagenet import Sample
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.preprocess import MAX_FILE_BYTES, RESIZE_DTYPES
 

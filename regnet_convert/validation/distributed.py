@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from regnet_convert.cli.common import INTERRUPTING_SIGNALS, Ended, Interrupted, outcome
 from regnet_convert.errors import EXIT_INTERNAL, InputError
+from regnet_convert.process import INTERRUPTING_SIGNALS, Ended, Interrupted, outcome
 
 Failure = tuple[int, int, str | None]  # rank, exit code, error line
 

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from regnet import RegNet
 from regnet.fast import fast_model
-from regnet_convert.cli.common import notice, printable
 from regnet_convert.errors import InputError
+from regnet_convert.process import notice, printable
 from regnet_convert.validation.distributed import check_peers
 from regnet_convert.validation.preprocess import normalize
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from regnet_convert.cli.common import ignore_interruptions
-from regnet_convert.validation.imagenet import Sample
+from regnet_convert.process import ignore_interruptions
+from regnet_convert.validation.dataset import Sample
 from regnet_convert.validation.preprocess import RESIZE_DTYPES, ImageDecodeError, Preset, load_crop, to_chw_tensor
 
 

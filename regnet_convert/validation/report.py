@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regnet.zoo import Accuracy, ZooModel
-from regnet_convert.conversion.atomic import atomic_output
+from regnet_convert.fs.outputs import atomic_output
+from regnet_convert.validation.dataset import FULL_VALIDATION_SET
 from regnet_convert.validation.evaluate import Counts
-from regnet_convert.validation.imagenet import FULL_VALIDATION_SET
 from regnet_convert.validation.preprocess import arithmetic
 from regnet_convert.validation.selfcheck import PipelineCheck
 

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import regnet
+from regnet.paths import checkpoints_dir
+from regnet.zoo import zoo_models
 from regnet_convert.errors import InputError
-from regnet_convert.zoo.manifest import checkpoints_dir, zoo_entries
 
 GROUPS = {
     "starred": "the seed table's RegNetX models (mmclassification's starred rows)",
@@ -30,7 +31,7 @@ class MissingWeights(InputError):
 
 def starred() -> list[str]:
     """The seed table's models: the zoo models it has numbers for, in the zoo's order."""
-    return [name for name, entry in zoo_entries().items() if entry.seed_table is not None]
+    return [name for name, entry in zoo_models().items() if entry.seed_table is not None]
 
 
 def weights_path(name: str) -> Path:
@@ -51,7 +52,7 @@ def expand(names: Sequence[str]) -> list[str]:
         if key == "starred":
             group = starred()
         elif key == "all":
-            group = [model for model in zoo_entries() if weights_path(model).exists()]
+            group = [model for model in zoo_models() if weights_path(model).exists()]
             if not group:
                 raise InputError(
                     checkpoints_dir(),

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file, file_kind
+from regnet_convert.fs.inputs import check_input_file, file_kind
 
 CHUNK = 1 << 20
 MIN_PROGRESS = 64 << 10  # bytes that must arrive within each stall-timeout window

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regnet_convert.conversion.atomic import atomic_output
 from regnet_convert.errors import InputError
+from regnet_convert.fs.outputs import atomic_output
 
 RECORD_NAME = "downloads.json"
 FORMAT = "regnet-convert-downloads"

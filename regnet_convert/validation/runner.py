@@ -17,19 +17,20 @@ from pathlib import Path
 import torch
 
 import regnet
+from regnet.imagenet import IMAGENET_CLASSES, categories_problem
 from regnet.metadata import WeightsMetadata
-from regnet_convert.conversion.atomic import check_output
-from regnet_convert.conversion.convert import load_any
+from regnet.zoo import zoo_models
+from regnet_convert.conversion.pipeline import load_any
 from regnet_convert.errors import InputError
+from regnet_convert.fs.outputs import check_output
 from regnet_convert.validation import selection, selfcheck
 from regnet_convert.validation.crop_cache import CropCache
+from regnet_convert.validation.dataset import find_samples, subset
 from regnet_convert.validation.distributed import Placement
 from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
-from regnet_convert.validation.imagenet import IMAGENET_CLASSES, categories_problem, find_samples, subset
 from regnet_convert.validation.loader import CropSettings, make_loader, shard
 from regnet_convert.validation.preprocess import Preset
 from regnet_convert.validation.report import ValidationResult
-from regnet_convert.zoo.manifest import zoo_entries
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # DataLoader workers: one per core, at most 8
 
@@ -220,6 +221,6 @@ def result_of(
         tolerance=options.tolerance,
         wall_seconds=wall,
         demo=options.demo,
-        zoo=None if options.demo else zoo_entries().get(metadata.model),
+        zoo=None if options.demo else zoo_models().get(metadata.model),
         weights_dtype=weights_dtype,
     )

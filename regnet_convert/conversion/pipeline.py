@@ -14,14 +14,14 @@ from tqdm import tqdm
 
 import regnet
 from regnet import RegNet, RegNetConfig
+from regnet.imagenet import class_names, is_imagenet_order, wnids
 from regnet.metadata import Layout, Preprocessing, WeightsMetadata
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
-from regnet_convert.conversion.atomic import atomic_output, check_output
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file, weights_kind
+from regnet_convert.fs.inputs import check_input_file, weights_kind
+from regnet_convert.fs.outputs import atomic_output, check_output
 from regnet_convert.sources.formats import FORMATS, map_keys
-from regnet_convert.validation.imagenet import class_names, is_imagenet_order, wnids
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224

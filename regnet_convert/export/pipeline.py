@@ -16,11 +16,11 @@ from safetensors import SafetensorError
 
 from regnet import RegNetConfig
 from regnet.metadata import WeightsMetadata
-from regnet_convert.conversion.atomic import atomic_directory, atomic_output, check_output, check_output_directory
-from regnet_convert.conversion.convert import build_checked_model, load_any, reverse_channels
+from regnet_convert.conversion.pipeline import build_checked_model, load_any, reverse_channels
 from regnet_convert.errors import InputError
 from regnet_convert.export.target import Target
 from regnet_convert.export.targets import TARGETS
+from regnet_convert.fs.outputs import atomic_directory, atomic_output, check_output, check_output_directory
 
 
 def read_native(source: Path) -> tuple[dict[str, torch.Tensor], WeightsMetadata]:

