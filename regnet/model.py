@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from regnet.complexity import Complexity
 from regnet.config import RegNetConfig, StageConfig
+from regnet.metadata import WeightsMetadata
 
 
 class ConvBN(nn.Module):
@@ -105,11 +107,12 @@ class Head(nn.Module):
 
     def __init__(self, w_in: int, num_classes: int) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+        self.flatten: nn.Module = nn.Flatten(1)
         self.fc: nn.Module = nn.Linear(w_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.fc(self.flatten(self.pool(x)))
 
     def complexity(self, cx: Complexity) -> None:
         if isinstance(self.fc, nn.Linear):
@@ -130,12 +133,45 @@ def init_pycls_weights(module: nn.Module) -> None:
         module.bias.zero_()
 
 
+def feature_info(config: RegNetConfig) -> list[dict[str, Any]]:
+    """timm's `feature_info` for `config`: the stem's and each stage's output channels, total stride and module."""
+    info: list[dict[str, Any]] = [{"num_chs": config.stem_width, "reduction": 2, "module": "stem"}]
+    for i, stage in enumerate(config.stages):
+        reduction = info[-1]["reduction"] * stage.stride
+        info.append({"num_chs": stage.width, "reduction": reduction, "module": f"stages.{i}"})
+    return info
+
+
+def take_indices(count: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's `feature_take_indices`: None is all `count` features, n the last n, a sequence those (negative from
+    the end); ValueError for an index out of range."""
+    if indices is None:
+        indices = count
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {count})")
+        return list(range(count - indices, count))
+    taken = [i + count if i < 0 else i for i in indices]
+    if not taken or not all(0 <= i < count for i in taken):
+        raise ValueError(f"feature indices {list(indices)} are not all in range (0 to {count - 1}), or none")
+    return taken
+
+
 class RegNet(nn.Module):
-    """A RegNet built from an explicit `RegNetConfig`."""
+    """A RegNet built from an explicit `RegNetConfig`.
+
+    As a backbone it follows timm's RegNet: `feature_info` lists the stem's and each stage's output (channels,
+    reduction, module name) and `forward_intermediates` returns those feature maps.
+    """
+
+    metadata: WeightsMetadata | None = None
+    """The file's metadata when `regnet.load` built the model, else None."""
 
     def __init__(self, config: RegNetConfig) -> None:
         super().__init__()
         self.config = config
+        self.feature_info = feature_info(config)
+        self.num_features: int = self.feature_info[-1]["num_chs"]
         eps = config.bn_eps
         self.stem = ConvBN(config.in_channels, config.stem_width, 3, stride=2, eps=eps)
         stages, w_in = [], config.stem_width
@@ -159,16 +195,59 @@ class RegNet(nn.Module):
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool and classify `forward_features`' output; `pre_logits` stops after pooling."""
-        pooled = torch.flatten(self.head.pool(features), 1)
+        pooled = self.head.flatten(self.head.pool(features))
         return pooled if pre_logits else self.head.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps `feature_info` lists, as timm's RegNet returns them: index 0 is the stem, i stage i.
+
+        `indices`: None for all, n for the last n, or a sequence of indices (negative from the end). `stop_early`
+        runs no stage past the last one taken. Returns the intermediates, or (final feature map, intermediates)
+        where the final map is `forward_features`' output (the last stage run, with `stop_early`). `norm` is
+        accepted for timm's signature: a RegNet has no final norm. Only `output_fmt="NCHW"`.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', not {output_fmt!r}")
+        taken = take_indices(len(self.feature_info), indices)
+        stages = list(self.stages)[: max(taken)] if stop_early else list(self.stages)
+        x = self.stem(x)
+        intermediates = [x] if 0 in taken else []
+        for i, stage in enumerate(stages, start=1):
+            x = stage(x)
+            if i in taken:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages past the last of `indices` and, with `prune_head` or once a stage is dropped, the head
+        (pooling included: `forward` then returns the last feature map kept), as timm does; returns the indices
+        kept. `prune_norm` is accepted for timm's signature. `config` keeps describing the unpruned model."""
+        taken = take_indices(len(self.feature_info), indices)
+        last = max(taken)
+        if last < len(self.stages):
+            self.stages = nn.Sequential(*list(self.stages)[:last])
+            self.num_features = self.feature_info[last]["num_chs"]
+        if prune_head or last < len(self.feature_info) - 1:
+            self.head.pool, self.head.flatten, self.head.fc = nn.Identity(), nn.Identity(), nn.Identity()
+        return taken
+
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh classifier for `num_classes` (0: none, the model returns pooled features), pycls-initialised."""
-        width = self.head.fc.in_features
-        self.head.fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        self.head.pool, self.head.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten(1)
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             init_pycls_weights(self.head.fc)
             self.config = replace(self.config, num_classes=num_classes)
