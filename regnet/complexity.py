@@ -21,7 +21,8 @@ class Complexity:
 
     def conv(self, conv: nn.Conv2d) -> None:
         """Add a 2-D convolution (bias included when it has one)."""
-        (k, _), (stride, _), (pad, _) = conv.kernel_size, conv.stride, conv.padding
+        (k, _), (stride, _) = conv.kernel_size, conv.stride
+        pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0  # RegNet's convolutions pad with numbers
         self.h = (self.h + 2 * pad - k) // stride + 1
         self.w = (self.w + 2 * pad - k) // stride + 1
         weights = k * k * conv.in_channels * conv.out_channels // conv.groups

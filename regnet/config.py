@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 # Far beyond any RegNet (pycls's largest has 27 blocks, widths up to 3712), and small enough that a crafted
 # architecture can never cost more than seconds: a plausibility bound, checked before anything is built.
@@ -108,12 +109,13 @@ class RegNetConfig:
         """Rebuild a config from `to_dict`'s output; TypeError or ValueError for anything else."""
         if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
             raise TypeError("an architecture is a mapping with a list of stages")
-        fields = {k: _typed(k, v, _FIELD_TYPES.get(k)) for k, v in data.items() if k != "stages"}
+        fields: dict[str, Any] = {k: _typed(k, v, _FIELD_TYPES.get(k)) for k, v in data.items() if k != "stages"}
         stages = []
         for stage in data["stages"]:
             if not isinstance(stage, dict):
                 raise TypeError("each stage is a mapping")
-            stages.append(StageConfig(**{k: _typed(k, v, _STAGE_TYPES.get(k)) for k, v in stage.items()}))
+            typed: dict[str, Any] = {k: _typed(k, v, _STAGE_TYPES.get(k)) for k, v in stage.items()}
+            stages.append(StageConfig(**typed))
         return cls(stages=tuple(stages), **fields)
 
 
@@ -132,7 +134,7 @@ def _typed(name: str, value: object, kind: type | None) -> object:
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is int and numeric and isinstance(value, int):
         return value
-    if kind is float and numeric:
+    if kind is float and isinstance(value, int | float) and numeric:
         return float(value)
     raise TypeError(
         f"architecture field {name!r} is {str(value)[:20]!r}, not {'an integer' if kind is int else 'a number'}"

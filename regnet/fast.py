@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -25,13 +25,14 @@ def fold_batchnorm(model: RegNet, memory_format: torch.memory_format = torch.con
     for module in folded.modules():
         if isinstance(module, ConvBN) and isinstance(module.bn, nn.BatchNorm2d):
             conv, bn = module.conv, module.bn
+            assert bn.running_var is not None and bn.running_mean is not None  # eval-mode BN keeps statistics
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             fused = nn.Conv2d(
                 conv.in_channels,
                 conv.out_channels,
-                conv.kernel_size,
-                conv.stride,
-                conv.padding,
+                conv.kernel_size,  # type: ignore[arg-type]  # torch types them as tuple[int, ...]
+                conv.stride,  # type: ignore[arg-type]
+                conv.padding,  # type: ignore[arg-type]
                 groups=conv.groups,
                 bias=True,
                 device="meta",  # no initialisation: both tensors are set below
@@ -39,7 +40,7 @@ def fold_batchnorm(model: RegNet, memory_format: torch.memory_format = torch.con
             weight = torch.empty_like(conv.weight, memory_format=memory_format)
             fused.weight = nn.Parameter(torch.mul(conv.weight, scale.view(-1, 1, 1, 1), out=weight))
             fused.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
-            module.conv, module.bn = fused, nn.Identity()
+            module.conv, module.bn = fused, nn.Identity()  # type: ignore[assignment]  # folded: BN becomes identity
     return folded
 
 
@@ -111,7 +112,7 @@ def fast_model(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if backend == "compile":
-        return torch.compile(folded, dynamic=False)
+        return cast(nn.Module, torch.compile(folded, dynamic=False))  # an OptimizedModule
     if backend == "aoti" and device.type == "cpu":
         packaged = PackagedModel(folded, notice, warn).eval()
         packaged.prepare((model.config.in_channels, resolution, resolution))

@@ -98,6 +98,7 @@ def run(out: Path) -> int:
     torch.manual_seed(0)
     original = regnet.create_model(MODEL).eval()
     for bn in (m for m in original.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert bn.running_mean is not None and bn.running_var is not None
         bn.running_mean.normal_(0, 0.1)
         bn.running_var.uniform_(0.5, 2.0)
     checkpoint = write_pycls_checkpoint(original, out / "RegNetX-200MF_demo.pyth", regnet.ZOO[MODEL])

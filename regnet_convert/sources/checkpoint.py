@@ -62,7 +62,7 @@ def source_class_names(path: Path, names: object, what: str) -> tuple[str, ...] 
 
 def _numpy_safe_globals() -> list:
     """numpy scalars and dtypes (mmcv writes them into `meta`): data only, never code."""
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # type: ignore[attr-defined]
     dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
     return [
         (scalar, "numpy.core.multiarray.scalar"),

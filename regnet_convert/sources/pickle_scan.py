@@ -48,7 +48,7 @@ def scan(stream: IO[bytes], max_depth: int = MAX_DEPTH, max_expanded: int = MAX_
         for op, arg, _ in pickletools.genops(stream):
             name = op.name
             if name == "PROTO":
-                protocol = int(arg)
+                protocol = int(arg) if arg is not None else 0
             elif name == "MARK":
                 stack.append(_MARK)
             elif name in _MEMO_PUT:
