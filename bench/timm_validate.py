@@ -16,7 +16,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
 import regnet
-from regnet.timm_layout import to_timm
+from regnet.layouts import LAYOUTS
 
 
 class Images(torch.utils.data.Dataset):
@@ -34,8 +34,9 @@ class Images(torch.utils.data.Dataset):
 def main() -> None:
     weights, folder, workers, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     ours = regnet.load(weights)
+    to_timm = LAYOUTS["timm"].from_native
     state = {to_timm(k): v for k, v in ours.state_dict().items() if "num_batches" not in k}
-    state[to_timm("stem.conv.weight")] = state[to_timm("stem.conv.weight")].flip(1)  # BGR file -> RGB model
+    state["stem.conv.weight"] = state["stem.conv.weight"].flip(1)  # BGR file -> RGB model (timm names it alike)
     model = timm.create_model("regnetx_004", pretrained=False).eval()
     model.load_state_dict(state)
     config = resolve_data_config({"crop_pct": 0.875, "interpolation": "bilinear"}, model=model)

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from regnet.config import RegNetConfig
+from regnet.layouts import FILE_LAYOUTS
 
 FORMAT = "regnet-convert"
 FORMAT_VERSION = "1"
 
 
 ChannelOrder = Literal["BGR", "RGB"]
-Layout = Literal["native", "timm", "torchvision"]  # tensor names: ours, timm's RegNet or torchvision's
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
-LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 # Where a file's categories came from: the source's own class names, or (a source naming none, 1000 classes)
 # ImageNet-1k's, assumed.
 CategoriesFrom = Literal["source", "imagenet-1k-assumed"]
@@ -49,7 +48,7 @@ class WeightsMetadata:
     source_file: str
     source_sha256: str
     converter_version: str
-    layout: Layout = "native"
+    layout: str = "native"  # tensor names: one of regnet.layouts.FILE_LAYOUTS (ours, timm's or torchvision's)
     # one label per class, in class order: ImageNet-1k's WordNet ids, or the source's own class names
     categories: tuple[str, ...] | None = None
     category_names: tuple[str, ...] | None = None  # readable names in the same order ("tench", "goldfish", ...)
@@ -111,7 +110,7 @@ class WeightsMetadata:
                 source_file=meta["source_file"],
                 source_sha256=meta["source_sha256"],
                 converter_version=meta["converter_version"],
-                layout=_choice(meta.get("layout", "native"), LAYOUTS),
+                layout=_choice(meta.get("layout", "native"), FILE_LAYOUTS),
                 categories=_categories(meta.get("categories")),
                 category_names=_categories(meta.get("category_names")),
                 categories_from=_categories_from(meta.get("categories_from")),

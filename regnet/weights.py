@@ -20,18 +20,10 @@ from typing import BinaryIO
 import torch
 from safetensors.torch import save_file
 
+from regnet.layouts import LAYOUTS, LayoutError
 from regnet.metadata import WeightsFileError, WeightsMetadata
 from regnet.model import RegNet, shape_problems
-from regnet.timm_layout import from_timm, to_timm
-from regnet.torchvision_layout import from_torchvision, to_torchvision
 from regnet.zoo import ZOO, zoo_config
-
-# layout -> (native name -> its name, its name -> native name)
-LAYOUT_NAMES = {
-    "native": (lambda key: key, lambda key: key),
-    "timm": (to_timm, from_timm),
-    "torchvision": (to_torchvision, from_torchvision),
-}
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # the floating dtypes a converted file may hold
@@ -182,8 +174,12 @@ def check_against_architecture(header: Header, metadata: WeightsMetadata) -> dic
         metadata.model not in ZOO or zoo_config(metadata.model, config.num_classes) != config
     ):
         raise WeightsFileError(f"its metadata names {metadata.model[:40]!r}, but its architecture is not that model")
-    to_native = LAYOUT_NAMES[metadata.layout][1]
-    names = {to_native(k): k for k in header.tensors}
+    layout, se = LAYOUTS[metadata.layout], bool(config.se_ratio)
+    try:
+        names = {layout.to_native(k, se): k for k in header.tensors}
+    except LayoutError as exc:
+        problem = f"{exc.key[:80]} is not part of this model"
+        raise WeightsFileError(f"its tensors contradict its architecture: {problem}") from None
     if len(names) != len(header.tensors):
         raise WeightsFileError("two tensors map to one native name")
     problems = shape_problems({native: header.tensors[k].shape for native, k in names.items()}, config)
@@ -227,14 +223,15 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RegNet:
 def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
     """Write native-named tensors (e.g. a RegNet's `state_dict()`) and their metadata as a converted file.
 
-    Tensors are named in `metadata.layout`; BN `num_batches_tracked` counters are left out.
+    Tensors are named in `metadata.layout` (LayoutError, a ValueError, for a name no RegNet has); BN
+    `num_batches_tracked` counters are left out.
 
     Tensors that share memory are stored as copies (safetensors refuses shared storage). Not atomic:
     `regnet-convert` writes through a temporary file.
     """
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # training counters
-    renamed = LAYOUT_NAMES[metadata.layout][0]
-    state = {renamed(k): v for k, v in state.items()}
+    layout, se = LAYOUTS[metadata.layout], bool(metadata.config.se_ratio)
+    state = {layout.from_native(k, se): v for k, v in state.items()}
     save_file(_unshared(state), os.fspath(path), metadata.to_strings())
 
 

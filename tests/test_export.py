@@ -21,8 +21,8 @@ from torch import nn
 from torchvision.models.regnet import BlockParams
 
 import regnet
+from regnet.layouts import LAYOUTS
 from regnet.metadata import Preprocessing, WeightsMetadata
-from regnet.torchvision_layout import from_torchvision, to_torchvision
 from regnet_convert.cli.convert import main
 
 
@@ -114,8 +114,9 @@ def test_native_to_torchvision_to_timm_and_back_is_bit_identical(tmp_path, conve
 
 def test_torchvision_key_mapping_inverts_on_torchvisions_own_names():
     names = [k for k in torchvision.models.regnet_y_400mf().state_dict() if "num_batches" not in k]
-    assert all(to_torchvision(from_torchvision(k)) == k for k in names)
-    assert from_torchvision("trunk_output.block2.block2-0.f.se.fc1.bias") == "stages.1.0.se.reduce.bias"
+    layout = LAYOUTS["torchvision"]
+    assert all(layout.from_native(layout.to_native(k)) == k for k in names)
+    assert layout.to_native("trunk_output.block2.block2-0.f.se.fc1.bias") == "stages.1.0.se.reduce.bias"
 
 
 @pytest.mark.parametrize("target", ["timm", "torchvision"])

@@ -24,13 +24,14 @@ from torch import nn
 from transformers import AutoImageProcessor, RegNetForImageClassification
 
 import regnet
-from regnet.hf_layout import from_hf, to_hf
 from regnet.imagenet import class_names
+from regnet.layouts import LAYOUTS
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.hf import groups_width, refuse
 
 STEM = "regnet.embedder.embedder.convolution.weight"
+HF = LAYOUTS["hf"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -159,9 +160,12 @@ def test_hf_key_mapping_inverts_on_transformers_own_names():
     for layer_type in ("x", "y"):
         config = transformers.RegNetConfig(hidden_sizes=[16, 32], depths=[1, 2], groups_width=8, layer_type=layer_type)
         names = [k for k in RegNetForImageClassification(config).state_dict() if "num_batches" not in k]
-        assert all(to_hf(from_hf(k), se=layer_type == "y") == k for k in names)
-    assert from_hf("regnet.encoder.stages.1.layers.0.layer.3.normalization.bias") == "stages.1.0.conv3.bn.bias"
-    assert to_hf("stages.1.0.conv3.bn.bias", se=False) == "regnet.encoder.stages.1.layers.0.layer.2.normalization.bias"
+        assert all(HF.from_native(HF.to_native(k), se=layer_type == "y") == k for k in names)
+    assert HF.to_native("regnet.encoder.stages.1.layers.0.layer.3.normalization.bias") == "stages.1.0.conv3.bn.bias"
+    assert (
+        HF.from_native("stages.1.0.conv3.bn.bias", se=False)
+        == "regnet.encoder.stages.1.layers.0.layer.2.normalization.bias"
+    )
 
 
 @pytest.mark.parametrize("layer_type", ["x", "y"])

@@ -1001,7 +1001,8 @@ def import_cases() -> list[Case]:
 
             import regnet
 
-            state = {regnet.timm_layout.to_timm(k): v for k, v in regnet.load(fx.tiny_safetensors).state_dict().items()
+            to_timm = regnet.layouts.LAYOUTS["timm"].from_native
+            state = {to_timm(k): v for k, v in regnet.load(fx.tiny_safetensors).state_dict().items()
                      if "num_batches" not in k}  # fmt: skip
             edit(state)
             if safetensors:

@@ -1,8 +1,8 @@
-"""timm itself, not a capture of its key names: `--layout timm --rgb` files load strictly into timm's RegNet.
+"""timm itself, not a capture of its key names: `export --to timm` files load strictly into timm's RegNet.
 
-Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert pycls
---layout timm --rgb` -> `timm.create_model(...).load_state_dict(strict=True)`, and timm must compute pycls's logits.
-Each file is deleted as soon as it is read: the largest is ~600 MB.
+Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert pycls`
+-> `regnet-convert export --to timm` (timm's names, RGB) -> `timm.create_model(...).load_state_dict(strict=True)`, and
+timm must compute pycls's logits. Each file is deleted as soon as it is read: the largest is ~600 MB.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from timm.models.regnet import RegNet as TimmRegNet
 from timm.models.regnet import RegNetCfg
 
 import regnet
-from regnet.timm_layout import TIMM_NAMES, from_timm, to_timm
+from regnet.layouts import LAYOUTS
+
+TIMM = LAYOUTS["timm"]
+TIMM_NAMES = {name: model.timm_name for name, model in regnet.zoo_models().items()}  # zoo name -> timm model name
 
 # The `regnet-convert` console script: its installed entry point in-process, its executable in a subprocess.
 CONSOLE_SCRIPT = Path(sys.executable).with_name("regnet-convert")
@@ -78,11 +81,15 @@ def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.R
 def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, runner, name):
     reference = randomize(build(name), seed=7)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
-    output = tmp_path / f"{name}-timm.safetensors"
-    args = ["pycls", str(source), str(output), "--layout", "timm", "--rgb", "--model", name, "--quiet"]
-    result = runner.invoke(COMMAND, args)  # in-process: a fresh interpreter per model costs more than the check
+    native, output = tmp_path / f"{name}.safetensors", tmp_path / f"{name}-timm.safetensors"
+    for args in (
+        ["pycls", str(source), str(native), "--model", name, "--quiet"],
+        ["export", str(native), str(output), "--to", "timm", "--quiet"],
+    ):
+        result = runner.invoke(COMMAND, args)  # in-process: a fresh interpreter per model costs more than the check
+        assert result.exit_code == 0, result.output
     source.unlink()
-    assert result.exit_code == 0, result.output
+    native.unlink()
     state, ours = read_and_delete(output)
     timm_model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
     check_against_pycls(timm_model, state, ours, reference)
@@ -96,10 +103,13 @@ def test_custom_regnet_round_trips_through_timms_regnetcfg(tmp_path):
     configure_regnet(CUSTOM, num_classes=10)
     reference = randomize(build(), seed=8)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
-    output = tmp_path / "custom-timm.safetensors"
-    command = [CONSOLE_SCRIPT, "pycls", source, output, "--layout", "timm", "--rgb", "--quiet"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0 and not result.stdout and not result.stderr, result.stderr
+    native, output = tmp_path / "custom.safetensors", tmp_path / "custom-timm.safetensors"
+    for command in (
+        [CONSOLE_SCRIPT, "pycls", source, native, "--quiet"],
+        [CONSOLE_SCRIPT, "export", native, output, "--to", "timm", "--quiet"],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0 and not result.stdout and not result.stderr, result.stderr
     state, ours = read_and_delete(output)
     cfg = RegNetCfg(
         depth=CUSTOM.depth,
@@ -123,5 +133,7 @@ def test_timm_names_cover_the_zoo_and_name_timms_models():
 
 def test_timm_key_mapping_inverts_on_timms_own_names():
     names = list(timm.create_model("regnety_002", pretrained=False).state_dict())
-    assert all(to_timm(from_timm(k)) == k for k in names)
-    assert "s1.b1.downsample.conv.weight" in names and from_timm("s1.b1.se.fc1.bias") == "stages.0.0.se.reduce.bias"
+    assert all(TIMM.from_native(TIMM.to_native(k)) == k for k in names)
+    assert (
+        "s1.b1.downsample.conv.weight" in names and TIMM.to_native("s1.b1.se.fc1.bias") == "stages.0.0.se.reduce.bias"
+    )

@@ -8,7 +8,7 @@ from helpers import probe_input, relative_difference, run_convert_cli
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 import regnet
-from regnet_convert.sources.pycls_keys import to_native
+from regnet.layouts import LAYOUTS
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
@@ -39,7 +39,7 @@ def test_converted_tensors_are_bit_exact_and_named_natively(name, tmp_path, runn
 
     converted = regnet.load(output).state_dict()
     pycls_state = reference.state_dict()
-    mapped = {to_native(k): v for k, v in pycls_state.items() if not k.endswith("num_batches_tracked")}
+    mapped = {LAYOUTS["pycls"].to_native(k): v for k, v in pycls_state.items() if not k.endswith("num_batches_tracked")}
     assert set(converted) - {k for k in converted if k.endswith("num_batches_tracked")} == set(mapped)
     for key, tensor in mapped.items():
         assert converted[key].dtype == tensor.dtype

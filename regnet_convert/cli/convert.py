@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from regnet.metadata import LAYOUTS
 from regnet_convert import __version__
 from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
@@ -65,8 +64,6 @@ def conversion_command(source_format: str, *paragraphs: str) -> Callable:
         is_flag=True,
         help="Make the model take RGB (reverses a BGR stem, as timm's copies of pycls weights do).",
     )
-    @click.option("--layout", type=click.Choice(LAYOUTS), default="native", show_default=True,
-                  help="Tensor names: native, timm's or torchvision's (see also: export).")  # fmt: skip
     @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
     @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")

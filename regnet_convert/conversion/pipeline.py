@@ -15,7 +15,7 @@ from tqdm import tqdm
 import regnet
 from regnet import RegNet, RegNetConfig
 from regnet.imagenet import class_names, is_imagenet_order, wnids
-from regnet.metadata import Layout, Preprocessing, WeightsMetadata
+from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.errors import InputError
@@ -177,13 +177,12 @@ def write_converted(
     state: dict[str, torch.Tensor],
     metadata: WeightsMetadata,
     force: bool,
-    layout: Layout = "native",
     inputs: tuple[Path, ...] = (),
 ) -> None:
-    """Write the safetensors file atomically, tensors named in `layout`."""
+    """Write the safetensors file atomically, tensors named natively (`export` writes other libraries' names)."""
     with atomic_output(output, force, inputs) as tmp:
         try:
-            regnet.save(tmp, state, replace(metadata, layout=layout))
+            regnet.save(tmp, state, replace(metadata, layout="native"))
         except SafetensorError as exc:
             raise InputError(output, f"writing failed ({exc}); nothing was written") from None
 
@@ -196,7 +195,6 @@ def convert(
     model: str | None = None,
     dtype: str | None = None,
     rgb: bool = False,
-    layout: Layout = "native",
     force: bool = False,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
@@ -207,7 +205,7 @@ def convert(
     state, conversion = convert_in_memory(
         source, source_format=source_format, model=model, dtype=dtype, rgb=rgb, quiet=quiet, log=log
     )
-    write_converted(output, state, conversion.metadata, force, layout, inputs=(Path(source),))
+    write_converted(output, state, conversion.metadata, force, inputs=(Path(source),))
     return conversion
 
 

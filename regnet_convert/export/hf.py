@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from regnet import RegNetConfig
-from regnet.hf_layout import hf_names, to_hf
+from regnet.layouts import LAYOUTS
 from regnet.metadata import WeightsMetadata
 from regnet_convert.export.target import Target
 
@@ -105,12 +105,12 @@ def preprocessor_config(metadata: WeightsMetadata) -> dict:
 
 def hf_state(state: dict[str, torch.Tensor], se: bool) -> dict[str, torch.Tensor]:
     """The tensors under transformers' names, with the BN counters transformers' RegNet expects (zero)."""
-    tensors = {}
+    tensors, hf = {}, LAYOUTS["hf"]
     for key, tensor in state.items():
-        tensors[to_hf(key, se)] = tensor.contiguous()
+        tensors[hf.from_native(key, se)] = tensor.contiguous()
         if key.endswith(".running_var"):
             counter = key.removesuffix("running_var") + "num_batches_tracked"
-            tensors[to_hf(counter, se)] = torch.zeros((), dtype=torch.long)
+            tensors[hf.from_native(counter, se)] = torch.zeros((), dtype=torch.long)
     return tensors
 
 
@@ -133,5 +133,5 @@ TARGET = Target(
     write,
     files=("config.json", "model.safetensors", "preprocessor_config.json"),
     refuse=refuse,
-    names_for=lambda config: hf_names(bool(config.se_ratio)),
+    layout="hf",
 )

@@ -9,7 +9,6 @@ import torch
 
 import regnet
 from regnet.metadata import WeightsMetadata
-from regnet.weights import LAYOUT_NAMES
 from regnet_convert.export.target import Target, Writer
 
 
@@ -25,7 +24,7 @@ TIMM = Target(
     "a .safetensors file: timm.create_model(NAME).load_state_dict(load_file(OUTPUT), strict=True)",
     "RGB",
     _layout_writer("timm"),
-    LAYOUT_NAMES["timm"],
+    "timm",
 )
 TORCHVISION = Target(
     "torchvision",
@@ -34,5 +33,5 @@ TORCHVISION = Target(
     "and regnet_y_8gf, whose widths are not pycls's",
     "RGB",
     _layout_writer("torchvision"),
-    LAYOUT_NAMES["torchvision"],
+    "torchvision",
 )

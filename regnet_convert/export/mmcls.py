@@ -17,9 +17,9 @@ from typing import BinaryIO
 import torch
 
 from regnet import RegNetConfig, zoo_models
+from regnet.layouts import LAYOUTS
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.export.target import Target
-from regnet_convert.sources import mmcls_keys
 
 MMCLS_VERSION = "0.25.0"
 MAX_STAGES = 4  # mmcls's RegNet asserts 1 <= num_stages <= 4
@@ -122,7 +122,7 @@ class _WriteErrors:
 def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
     """`{"state_dict": ..., "meta": ...}` in mmcls's names, plain data only (loadable with weights_only); a failed
     write raises its OSError (the atomic output reports it)."""
-    state_dict = {mmcls_keys.to_mmcls(key): _own_storage(tensor) for key, tensor in state.items()}
+    state_dict = {LAYOUTS["mmcls"].from_native(key): _own_storage(tensor) for key, tensor in state.items()}
     with open(path, "wb") as file:
         stream = _WriteErrors(file)
         try:
@@ -140,6 +140,6 @@ TARGET = Target(
     "meta['config'] is an mmcls config that builds the classifier",
     "BGR",
     write,
-    (mmcls_keys.to_mmcls, lambda key: mmcls_keys.to_native(key) or key),
+    "mmcls",
     refuse=refuse,
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from regnet import RegNetConfig
+from regnet.layouts import LAYOUTS
 from regnet.metadata import ChannelOrder, WeightsMetadata
 
 Writer = Callable[[Path, dict[str, torch.Tensor], WeightsMetadata], None]
@@ -29,8 +30,8 @@ class Target:
 
     `write` gets native-named tensors already in `channel_order` (None: the source's order is kept) and the
     metadata describing them, and writes into a temporary file, or folder when `files` names what a folder
-    export holds. `names` maps the tensor names to the target's and back: the export is checked through it
-    (`names_for`, when set, gives them for an architecture instead: transformers' depend on SE).
+    export holds. `layout` names its tensor names in `regnet.layouts.LAYOUTS`: the export is checked through
+    them, to the target's and back.
     `refuse` says why the target cannot express an architecture (None: it can); `requires` raises InputError
     when a package the target needs is missing, before any work is done.
     """
@@ -39,12 +40,12 @@ class Target:
     summary: str
     channel_order: ChannelOrder | None
     write: Writer
-    names: NameMap = (lambda key: key, lambda key: key)
+    layout: str = "native"
     files: tuple[str, ...] = ()
     refuse: Callable[[RegNetConfig], str | None] = _anything
-    names_for: Callable[[RegNetConfig], NameMap] | None = None
     requires: Callable[[], None] = _nothing
 
     def name_map(self, config: RegNetConfig) -> NameMap:
         """The tensor names (native -> target, target -> native) for this architecture."""
-        return self.names_for(config) if self.names_for else self.names
+        layout, se = LAYOUTS[self.layout], bool(config.se_ratio)
+        return (lambda key: layout.from_native(key, se), lambda key: layout.to_native(key, se))

@@ -23,7 +23,6 @@ import torch
 import regnet
 from regnet import RegNetConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
-from regnet.weights import LAYOUT_NAMES
 from regnet_convert.export.target import Target
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -98,7 +97,7 @@ TARGET = Target(
     "(timm name, classes, pycls's evaluation as timm's data config) and model.safetensors; zoo models only",
     "RGB",
     write,
-    LAYOUT_NAMES["timm"],
+    "timm",
     files=(CONFIG, WEIGHTS),
     refuse=refuse,
 )

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import torch
 
-from regnet.hf_layout import hf_names
+from regnet.layouts import LAYOUTS, is_counter
 from regnet.metadata import ChannelOrder
-from regnet.weights import LAYOUT_NAMES
 from regnet_convert.errors import InputError
-from regnet_convert.sources import mmcls_keys, pycls_keys
 from regnet_convert.sources.checkpoint import (
     SourceCheckpoint,
     read_mmcls_checkpoint,
@@ -33,30 +31,12 @@ class SourceFormat:
     channel_order: ChannelOrder = "BGR"
 
 
-def _native_from(*layouts: tuple[Callable[[str], str], Callable[[str], str]]) -> Callable[[str], str | None]:
-    """A key mapper for a layout's names: its native name, or None for a key no RegNet has.
-
-    Several name maps are variants sharing one inverse (transformers' X and Y layers).
-    """
-    from_layout = layouts[0][1]
-
-    def to_native(key: str) -> str | None:
-        native = from_layout(key)
-        try:
-            is_native = pycls_keys.to_native(pycls_keys.to_pycls(native)) == native
-        except KeyError:
-            return None
-        return native if is_native and any(to_layout(native) == key for to_layout, _ in layouts) else None
-
-    return to_native
-
-
 FORMATS = {
-    "pycls": SourceFormat("pycls", read_pycls_checkpoint, pycls_keys.to_native),
-    "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, mmcls_keys.to_native),
-    "timm": SourceFormat("timm", read_state_dict_file, _native_from(LAYOUT_NAMES["timm"]), "RGB"),
-    "torchvision": SourceFormat("torchvision", read_state_dict_file, _native_from(LAYOUT_NAMES["torchvision"]), "RGB"),
-    "hf": SourceFormat("hf", read_hf_folder, _native_from(hf_names(se=False), hf_names(se=True)), "RGB"),
+    "pycls": SourceFormat("pycls", read_pycls_checkpoint, LAYOUTS["pycls"].native_name),
+    "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, LAYOUTS["mmcls"].native_name),
+    "timm": SourceFormat("timm", read_state_dict_file, LAYOUTS["timm"].native_name, "RGB"),
+    "torchvision": SourceFormat("torchvision", read_state_dict_file, LAYOUTS["torchvision"].native_name, "RGB"),
+    "hf": SourceFormat("hf", read_hf_folder, LAYOUTS["hf"].native_name, "RGB"),  # X or Y layers alike
 }
 
 
@@ -70,7 +50,7 @@ def rank_problem(key: str, tensor: torch.Tensor) -> str | None:
 
 
 def map_keys(
-    path: Path, state: dict[str, torch.Tensor], to_native: Callable[[str], str | None] = pycls_keys.to_native
+    path: Path, state: dict[str, torch.Tensor], to_native: Callable[[str], str | None] = LAYOUTS["pycls"].native_name
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Every tensor under its native name, checked; unknown keys, or two keys for one name, are an error.
 
@@ -80,7 +60,7 @@ def map_keys(
         state = {k.removeprefix("module."): v for k, v in state.items()}
     native, source_of, dropped, unknown = {}, {}, [], []
     for key, tensor in state.items():
-        if pycls_keys.is_dropped(key):
+        if is_counter(key):
             dropped.append(key)
         elif (name := to_native(key)) is None:
             unknown.append(key)

@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 
 from regnet.config import MAX_BLOCKS, MAX_CLASSES, MAX_STAGES, MAX_WIDTH
-from regnet.hf_layout import from_hf, to_hf
+from regnet.layouts import LAYOUTS, is_counter
 from regnet_convert.errors import InputError
 from regnet_convert.fs.inputs import check_input_file
-from regnet_convert.sources import pycls_keys
 from regnet_convert.sources.checkpoint import SourceCheckpoint, read_state_dict_file, source_class_names
 
 MAX_CONFIG_BYTES = 1 << 20  # a RegNet's config.json with 1000 labels is about 60 KB
@@ -35,9 +34,9 @@ def read_hf_folder(path: str | Path) -> SourceCheckpoint:
     cfg, se = config_to_cfg(folder / "config.json", config)
     weights = _weights_file(folder)
     checkpoint = read_state_dict_file(weights)
+    hf = LAYOUTS["hf"]
     for key in checkpoint.state:
-        native = from_hf(key)
-        if not pycls_keys.is_dropped(key) and to_hf(native, not se) == key != to_hf(native, se):
+        if not is_counter(key) and hf.native_name(key, not se) and not hf.native_name(key, se):
             said = f"layer_type {'y' if se else 'x'}"
             raise InputError(weights, f"tensor {key[:80]!r} does not fit a RegNet of config.json's {said}")
     names = _class_names(folder / "config.json", config)

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from regnet import RegNet, RegNetParams
-from regnet_convert.sources.pycls_keys import to_pycls
+from regnet.layouts import LAYOUTS
 
 
 def pycls_cfg(model: RegNet, params: RegNetParams | None) -> dict:
@@ -46,7 +46,7 @@ def pycls_cfg(model: RegNet, params: RegNetParams | None) -> dict:
 
 def write_pycls_checkpoint(model: RegNet, path: str | Path, params: RegNetParams | None = None) -> Path:
     """Save `model` as pycls's `save_checkpoint` does: epoch, model_state, optimizer_state, cfg (YAML)."""
-    state = {to_pycls(k): v for k, v in model.state_dict().items()}
+    state = {LAYOUTS["pycls"].from_native(k): v for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     checkpoint = {
         "epoch": 0,
