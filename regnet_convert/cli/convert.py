@@ -13,6 +13,7 @@ from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.pipeline import DTYPES, convert
+from regnet_convert.export.model_card import torchvision_lines
 from regnet_convert.export.pipeline import export
 from regnet_convert.export.targets import TARGETS
 from regnet_convert.process import emit, printable
@@ -27,7 +28,7 @@ def main() -> None:
     Sources:  pycls (.pyth), mmcls (.pth), timm, torchvision (safetensors or torch files), hf (a folder)
     Exports:  export SOURCE OUTPUT --to timm|torchvision|hf|timm-hub|onnx|mmcls
     Zoo:      zoo list, zoo fetch NAME... (download and convert pycls's 24 models)
-    Inspect:  inspect FILE (a converted file or a pycls checkpoint)
+    Inspect:  inspect PATH (any weights the tool reads or writes, a folder or an .onnx included)
 
     \b
     Examples:
@@ -116,7 +117,8 @@ main.add_command(zoo)
 @main.command("inspect")
 @click.argument("file", type=click.Path(path_type=Path))
 def inspect_command(file: Path) -> None:
-    """Show the model, size, complexity and metadata of a .pyth or converted FILE."""
+    """Show the model, layout, size, complexity, input channel order and source of FILE: a converted file, a pycls,
+    mmcls, timm or torchvision checkpoint, an hf or timm-hub folder, or an .onnx export (told apart by content)."""
     emit("\n".join(describe(file)))
 
 
@@ -131,6 +133,8 @@ def export_command(source: Path, output: str, target: str, force: bool, quiet: b
     if not quiet:
         order = metadata.preprocessing.channel_order
         emit(f"{source} -> {output}: {metadata.model} for {target}, {order} input")
+        if target == "torchvision":  # torchvision has no builder for an arbitrary RegNet: the lines that load it
+            emit("\n".join(["load it with:", *torchvision_lines(metadata, output)]))
 
 
 export_command.help = (

@@ -1,4 +1,5 @@
-"""Describe what a `.pyth` checkpoint or a converted safetensors file holds."""
+"""Describe what any weights the tool reads or writes hold: a converted file, a pycls, mmcls, timm or torchvision
+checkpoint, a Hugging Face or timm-hub folder, an ONNX export."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from regnet import RegNet, RegNetConfig
 from regnet.metadata import WeightsMetadata
 from regnet.weights import check_against_architecture
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
+from regnet_convert.conversion.detect import KIND_NAMES, detect
+from regnet_convert.conversion.pipeline import load_weights
 from regnet_convert.errors import InputError
-from regnet_convert.fs.inputs import check_input_file, weights_kind
 from regnet_convert.sources.checkpoint import read_pycls_checkpoint
 from regnet_convert.sources.formats import map_keys
 
@@ -35,12 +37,19 @@ def _architecture_lines(config: RegNetConfig) -> list[str]:
     return lines
 
 
+# how each kind names its tensors
+LAYOUT_OF = {"pycls": "pycls", "mmcls": "mmcls", "timm": "timm", "torchvision": "torchvision", "hf": "transformers",
+             "timm-hub": "timm", "onnx": "ONNX graph (BN folded into the convolutions)"}  # fmt: skip
+
+
 def describe(path: str | Path) -> list[str]:
-    """Readable lines about the file; InputError when it is neither kind of file."""
+    """Readable lines about the file or folder; InputError when it is none of the kinds the tool reads."""
     path = Path(path)
-    check_input_file(path)
-    if weights_kind(path) == "checkpoint":
+    kind = detect(path)
+    if kind == "pycls":
         return _describe_checkpoint(path)
+    if kind != "native":
+        return _describe_loaded(path)
     try:
         header = regnet.read_header(path)
         metadata = WeightsMetadata.from_strings(header.metadata)
@@ -48,17 +57,38 @@ def describe(path: str | Path) -> list[str]:
     except regnet.WeightsFileError as exc:
         raise InputError(path, str(exc)) from None
     dtypes = sorted({entry.dtype for entry in header.tensors.values()})
-    pre = metadata.preprocessing
     return [
         f"file:         {path} (converted safetensors, {metadata.layout} layout)",
+        f"layout:       {metadata.layout}",
         *_architecture_lines(metadata.config),
         f"tensors:      {len(header.tensors)} ({', '.join(dtypes)})",
+        *_metadata_lines(metadata),
+    ]
+
+
+def _metadata_lines(metadata: WeightsMetadata) -> list[str]:
+    pre = metadata.preprocessing
+    return [
         f"input:        {pre.channel_order}, mean {list(pre.mean)}, std {list(pre.std)}, "
         f"resize {pre.resize}, crop {pre.crop}",
         f"source:       {metadata.source_format} {metadata.source_file[:200]} (sha256 {metadata.source_sha256[:64]})",
         f"converter:    regnet-convert {metadata.converter_version[:40]}",
         f"categories:   {_categories(metadata.categories)}",
         f"class names:  {_categories(metadata.category_names)}",
+    ]
+
+
+def _describe_loaded(path: Path) -> list[str]:
+    """Any other kind, read (and checked) as validation reads it."""
+    loaded = load_weights(path)
+    params = list(loaded.model.parameters())
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params}) or ["float32"]
+    return [
+        f"file:         {path} ({KIND_NAMES[loaded.kind]})",
+        f"layout:       {LAYOUT_OF[loaded.kind]}",
+        *_architecture_lines(loaded.metadata.config),
+        f"tensors:      {len(params) or 'in the graph'} ({', '.join(dtypes)})",
+        *_metadata_lines(loaded.metadata),
     ]
 
 
@@ -78,9 +108,12 @@ def _describe_checkpoint(path: Path) -> list[str]:
     kind = "pycls training checkpoint" if checkpoint.cfg is not None or checkpoint.has_optimizer_state else "state dict"
     return [
         f"file:         {path} ({kind})",
+        "layout:       pycls",
         *_architecture_lines(config),
         f"found from:   {found_by}",
         f"tensors:      {len(checkpoint.state)} ({', '.join(dtypes)}); {len(dropped)} counters to drop",
         f"has cfg:      {'yes' if checkpoint.cfg is not None else 'no'}; optimizer state: "
         f"{'yes' if checkpoint.has_optimizer_state else 'no'}",
+        "input:        BGR (pycls's channel order)",
+        "source:       pycls (this file)",
     ]

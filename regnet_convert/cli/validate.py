@@ -46,7 +46,14 @@ class FiniteFloat(click.ParamType):
 @click.option(
     "--data", required=True, type=click.Path(path_type=Path), help="ImageNet val: 1000 WordNet-id folders, or flat."
 )
-@click.option("--weights", type=click.Path(path_type=Path), help="A converted .safetensors (or a pycls .pyth).")
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Weights in any format the tool reads or writes: a converted .safetensors, a pycls .pyth, an mmcls .pth,"
+    " timm or torchvision files, an hf or timm-hub folder, an .onnx file (the onnx extra); told apart by content."
+    " Repeat it for one sweep (one table) over several files, e.g. one model's exports.",
+)
 @click.option(
     "--labels", type=click.Path(path_type=Path), help="Labels for a flat folder: meta/val.txt or LOC_val_solution.csv."
 )

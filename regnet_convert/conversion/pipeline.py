@@ -18,10 +18,11 @@ from regnet.imagenet import class_names, is_imagenet_order, wnids
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
+from regnet_convert.conversion.detect import Kind, detect
 from regnet_convert.errors import InputError
-from regnet_convert.fs.inputs import check_input_file, weights_kind
 from regnet_convert.fs.outputs import atomic_output, check_output
 from regnet_convert.sources.formats import FORMATS, map_keys
+from regnet_convert.sources.timm_hub_folder import read_timm_hub_config
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
@@ -86,17 +87,101 @@ def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch
     return model
 
 
-def load_any(path: Path, label: str | None = None) -> tuple[RegNet, WeightsMetadata]:
-    """The model in a converted file (any layout) or a pycls checkpoint converted in memory, every tensor checked."""
-    check_input_file(path, "weights file", label=label)
-    if weights_kind(path) == "checkpoint":
-        state, conversion = convert_in_memory(path)
-        return RegNet.from_state_dict(conversion.config, state), conversion.metadata
+@dataclass
+class Loaded:
+    """A model read from any format the tool reads or writes, what it is, and which format it came in."""
+
+    model: torch.nn.Module  # a RegNet, or an onnxruntime session as a module (`onnx_model.OnnxModel`)
+    metadata: WeightsMetadata
+    kind: Kind
+
+
+HF_PROVENANCE = ("model", "source_format", "source_file", "source_sha256", "converter_version")
+PROVENANCE_PREFIX = "regnet-convert."  # an hf export's model.safetensors: where its weights came from
+
+
+def load_weights(path: Path, label: str | None = None) -> Loaded:
+    """The model at `path`, every tensor checked: a converted file (any layout), a pycls, mmcls, timm or
+    torchvision checkpoint, a Hugging Face or timm-hub folder (converted in memory), or an ONNX export."""
+    path = Path(path)
+    kind = detect(path, label)
+    if kind == "onnx":
+        from regnet_convert.conversion.onnx_model import load_onnx  # onnxruntime only when an .onnx is read
+
+        return Loaded(*load_onnx(path, label), kind)
+    if kind == "native":
+        try:
+            model = regnet.load(path)
+        except regnet.WeightsFileError as exc:
+            raise InputError(path, f"not a converted RegNet: {exc}") from None
+        return Loaded(model, model.metadata, kind)
+    if kind == "timm-hub" and is_converted(path / "model.safetensors"):
+        return Loaded(*_own_timm_hub(path), kind)
+    state, conversion = convert_in_memory(path, source_format="timm" if kind == "timm-hub" else kind)
+    metadata = _with_hf_provenance(path, conversion.metadata) if kind == "hf" else conversion.metadata
+    return Loaded(RegNet.from_state_dict(conversion.config, state).eval(), metadata, kind)
+
+
+def load_any(path: Path, label: str | None = None) -> tuple[torch.nn.Module, WeightsMetadata]:
+    """The model in any format `load_weights` reads, and its metadata."""
+    loaded = load_weights(path, label)
+    return loaded.model, loaded.metadata
+
+
+def is_converted(path: Path) -> bool:
+    """Whether `path` is a safetensors file with regnet-convert metadata (any layout)."""
     try:
-        model = regnet.load(path)
+        return regnet.read_header(path, counters=True).metadata.get("format") == "regnet-convert"
+    except (regnet.WeightsFileError, ValueError):
+        return False
+
+
+def _own_timm_hub(folder: Path) -> tuple[RegNet, WeightsMetadata]:
+    """A timm-hub export of this tool: its model.safetensors (timm names, our metadata), config.json agreeing."""
+    weights = folder / "model.safetensors"
+    try:
+        model = regnet.load(weights)
     except regnet.WeightsFileError as exc:
-        raise InputError(path, f"not a converted RegNet: {exc}") from None
-    return model, model.metadata
+        raise InputError(weights, f"not a converted RegNet: {exc}") from None
+    metadata = model.metadata
+    name, num_classes, names = read_timm_hub_config(folder)  # config.json must agree with the weights
+    if metadata.model != name or metadata.config.num_classes != num_classes:
+        raise InputError(
+            folder / "config.json",
+            f"names {name} with {num_classes} classes, but its model.safetensors holds {metadata.model} with "
+            f"{metadata.config.num_classes} (a tampered folder)",
+        )
+    if names is not None and names not in (metadata.categories, metadata.category_names):
+        raise InputError(folder / "config.json", "its label_names are not the classes its model.safetensors records")
+    return model, metadata
+
+
+def _with_hf_provenance(folder: Path, metadata: WeightsMetadata) -> WeightsMetadata:
+    """An hf export's recorded provenance (model, source file and sha256) in place of the folder's own, after
+    checking that the model it names is the one config.json describes."""
+    weights = folder / "model.safetensors"
+    try:
+        stored = regnet.read_header(weights, counters=True).metadata
+    except (regnet.WeightsFileError, ValueError):
+        return metadata  # pytorch_model.bin: no provenance to read
+    recorded = {key: stored.get(PROVENANCE_PREFIX + key) for key in HF_PROVENANCE}
+    if not any(recorded.values()):
+        return metadata
+    if not all(isinstance(v, str) for v in recorded.values()):
+        raise InputError(weights, "its regnet-convert provenance is incomplete (a tampered export)")
+    if recorded["model"] != metadata.model:
+        raise InputError(
+            weights,
+            f"its provenance names {recorded['model'][:40]!r}, but config.json and the tensors describe "
+            f"{metadata.model} (a tampered export)",
+        )
+    return replace(
+        metadata,
+        source_format=recorded["source_format"],
+        source_file=recorded["source_file"],
+        source_sha256=recorded["source_sha256"],
+        converter_version=recorded["converter_version"],
+    )
 
 
 def reversed_order(pre: Preprocessing) -> Preprocessing:

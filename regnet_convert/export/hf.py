@@ -18,6 +18,8 @@ from safetensors.torch import save_file
 from regnet import RegNetConfig
 from regnet.layouts import LAYOUTS
 from regnet.metadata import WeightsMetadata
+from regnet_convert.conversion.pipeline import HF_PROVENANCE, PROVENANCE_PREFIX
+from regnet_convert.export.model_card import card
 from regnet_convert.export.target import Target
 
 HF_BN_EPS = 1e-5  # nn.BatchNorm2d's default: transformers' RegNet sets no other
@@ -114,24 +116,46 @@ def hf_state(state: dict[str, torch.Tensor], se: bool) -> dict[str, torch.Tensor
     return tensors
 
 
+def provenance(metadata: WeightsMetadata) -> dict[str, str]:
+    """model.safetensors' metadata: transformers' `format` and where the weights came from (`regnet-convert.*`,
+    read back by `conversion.pipeline.load_weights`)."""
+    recorded = {key: getattr(metadata, key) for key in HF_PROVENANCE}
+    return {"format": "pt", **{PROVENANCE_PREFIX + key: value for key, value in recorded.items()}}
+
+
+def loading_lines(metadata: WeightsMetadata) -> list[str]:
+    """How the card says to load the folder (transformers' own way)."""
+    return [
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification",
+        "",
+        'processor = AutoImageProcessor.from_pretrained("FOLDER")',
+        'model = AutoModelForImageClassification.from_pretrained("FOLDER").eval()',
+        'logits = model(**processor(images=image, return_tensors="pt")).logits',
+        "",
+        "# or validate it: regnet-validate --weights FOLDER --data imagenet/val",
+    ]
+
+
 def write(folder: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
-    """config.json, model.safetensors and preprocessor_config.json into `folder`."""
+    """config.json, model.safetensors (with its provenance), preprocessor_config.json and README.md into `folder`."""
     dtype = state["stem.conv.weight"].dtype
-    save_file(hf_state(state, bool(metadata.config.se_ratio)), str(folder / "model.safetensors"), {"format": "pt"})
+    save_file(hf_state(state, bool(metadata.config.se_ratio)), str(folder / "model.safetensors"), provenance(metadata))
     for name, content in (
         ("config.json", hf_config(metadata, dtype)),
         ("preprocessor_config.json", preprocessor_config(metadata)),
     ):
         (folder / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tags = ["image-classification", "regnet", "pycls", "regnet-convert"]
+    (folder / "README.md").write_text(card(metadata, "transformers", tags, loading_lines(metadata)), encoding="utf-8")
 
 
 TARGET = Target(
     "hf",
     "a folder for transformers' RegNetForImageClassification.from_pretrained(OUTPUT)\n"
-    "and AutoImageProcessor (RegNets transformers cannot express are refused)",
+    "and AutoImageProcessor, with a README.md model card (RegNets transformers cannot express are refused)",
     "RGB",
     write,
-    files=("config.json", "model.safetensors", "preprocessor_config.json"),
+    files=("config.json", "model.safetensors", "preprocessor_config.json", "README.md"),
     refuse=refuse,
     layout="hf",
 )

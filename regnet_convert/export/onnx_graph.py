@@ -4,8 +4,10 @@ torch's own exporter (`torch.onnx.export(..., dynamo=True)`, which writes the gr
 native model in float32 and eval mode; its default optimizer folds every BatchNorm into the convolution before
 it (the graph holds Conv, Relu, Add, the SE ops, ReduceMean and Gemm; onnxruntime would fold them on load anyway).
 The channel order is the source's: a BGR graph fed RGB runs without complaint, so the order, mean, std, resize
-and crop travel in the model's `metadata_props`. The exporter's messages, logging and warnings are kept off the
-terminal, and the file is checked with `onnx.checker` before it becomes OUTPUT.
+and crop travel in the model's `metadata_props`, with the architecture, the input's name and the logits of a
+probe image preprocessed as they say (`conversion/onnx_model.py` checks a file against them when reading it).
+The exporter's messages, logging and warnings are kept off the terminal, and the file is checked with
+`onnx.checker` before it becomes OUTPUT.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from regnet import RegNet
 from regnet.metadata import WeightsMetadata
+from regnet_convert.conversion.onnx_model import probe_logits
 from regnet_convert.errors import InputError
 from regnet_convert.export.target import Target
 
@@ -63,13 +66,17 @@ def _silenced() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def metadata_props(metadata: WeightsMetadata) -> dict[str, str]:
-    """What a user of the graph needs to feed it: the preprocessing, and where the weights came from."""
+def metadata_props(metadata: WeightsMetadata, probe: list[float] | None = None) -> dict[str, str]:
+    """What a user of the graph needs to feed it: the preprocessing, and where the weights came from; the
+    architecture, the input's name and the probe's logits let a reader check the graph against them."""
     pre = metadata.preprocessing
     props = {
         "format": "regnet-convert",
         "model": metadata.model,
+        "architecture": json.dumps(metadata.config.to_dict(), sort_keys=True),
         "num_classes": str(metadata.config.num_classes),
+        "input_name": INPUT,
+        "output_name": OUTPUT,
         "channel_order": pre.channel_order,
         "mean": json.dumps(list(pre.mean)),
         "std": json.dumps(list(pre.std)),
@@ -85,6 +92,10 @@ def metadata_props(metadata: WeightsMetadata) -> dict[str, str]:
         props["categories"] = json.dumps(list(metadata.categories))
     if metadata.category_names:
         props["category_names"] = json.dumps(list(metadata.category_names))
+    strings = metadata.to_strings()
+    props.update({key: strings[key] for key in ("zoo_weights", "identified_by") if key in strings})  # identity
+    if probe is not None:  # the logits of `onnx_model.probe_input(preprocessing)`: channel order, mean, std, crop
+        props["probe_logits"] = json.dumps([float(f"{v:.7g}") for v in probe])
     return props
 
 
@@ -112,7 +123,7 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     onnx = _onnx()
     model = RegNet.from_state_dict(metadata.config, {k: v.float() for k, v in state.items()}).float().eval()
     proto = export_graph(model).model_proto
-    props = metadata_props(metadata)
+    props = metadata_props(metadata, probe_logits(model, metadata.preprocessing))
     kept = [entry for entry in proto.metadata_props if entry.key not in props]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)

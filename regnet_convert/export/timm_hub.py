@@ -23,9 +23,10 @@ import torch
 import regnet
 from regnet import RegNetConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
+from regnet_convert.export.model_card import card
 from regnet_convert.export.target import Target
 
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
 
 
 def refuse(config: RegNetConfig) -> str | None:
@@ -89,15 +90,32 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     with open(path / CONFIG, "w", encoding="utf-8") as f:
         json.dump(hub_config(metadata), f, indent=2)
         f.write("\n")
+    tags = ["image-classification", "timm", "regnet", "pycls", "regnet-convert"]
+    (path / CARD).write_text(card(metadata, "timm", tags, loading_lines(metadata)), encoding="utf-8")
+
+
+def loading_lines(metadata: WeightsMetadata) -> list[str]:
+    """How the card says to load the folder (timm's own way)."""
+    return [
+        "import timm",
+        "",
+        'model = timm.create_model("local-dir:FOLDER", pretrained=True).eval()',
+        "config = timm.data.resolve_data_config({}, model=model)",
+        "transform = timm.data.create_transform(**config)",
+        "logits = model(transform(image).unsqueeze(0))",
+        "",
+        "# or validate it: regnet-validate --weights FOLDER --data imagenet/val",
+    ]
 
 
 TARGET = Target(
     "timm-hub",
     'a folder for timm.create_model("local-dir:" + OUTPUT, pretrained=True): config.json\n'
-    "(timm name, classes, pycls's evaluation as timm's data config) and model.safetensors; zoo models only",
+    "(timm name, classes, pycls's evaluation as timm's data config), model.safetensors and a README.md\n"
+    "model card; zoo models only",
     "RGB",
     write,
     "timm",
-    files=(CONFIG, WEIGHTS),
+    files=(CONFIG, WEIGHTS, CARD),
     refuse=refuse,
 )

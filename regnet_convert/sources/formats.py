@@ -19,6 +19,7 @@ from regnet_convert.sources.checkpoint import (
     tensor_problem,
 )
 from regnet_convert.sources.hf_folder import read_hf_folder
+from regnet_convert.sources.timm_hub_folder import read_timm_source
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SourceFormat:
 FORMATS = {
     "pycls": SourceFormat("pycls", read_pycls_checkpoint, LAYOUTS["pycls"].native_name),
     "mmcls": SourceFormat("mmcls", read_mmcls_checkpoint, LAYOUTS["mmcls"].native_name),
-    "timm": SourceFormat("timm", read_state_dict_file, LAYOUTS["timm"].native_name, "RGB"),
+    "timm": SourceFormat("timm", read_timm_source, LAYOUTS["timm"].native_name, "RGB"),
     "torchvision": SourceFormat("torchvision", read_state_dict_file, LAYOUTS["torchvision"].native_name, "RGB"),
     "hf": SourceFormat("hf", read_hf_folder, LAYOUTS["hf"].native_name, "RGB"),  # X or Y layers alike
 }

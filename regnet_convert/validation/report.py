@@ -37,6 +37,7 @@ class ValidationResult:
     demo: bool = False
     zoo: ZooModel | None = None
     weights_dtype: str = "float32"
+    weights_format: str = "native"  # what --weights was: native, pycls, mmcls, timm, torchvision, hf, timm-hub, onnx
     pipeline: PipelineCheck = field(default_factory=PipelineCheck)
 
     @property
@@ -144,6 +145,7 @@ class ValidationResult:
         return {
             "model": self.model,
             "weights": self.weights,
+            "weights_format": self.weights_format,
             "images": self.counts.images,
             "skipped_images": len(self.counts.bad_images),
             "subset": self.counts.images != FULL_VALIDATION_SET,

@@ -20,7 +20,8 @@ import regnet
 from regnet.imagenet import IMAGENET_CLASSES, categories_problem
 from regnet.metadata import WeightsMetadata
 from regnet.zoo import zoo_models
-from regnet_convert.conversion.pipeline import load_any
+from regnet_convert.conversion.detect import Kind
+from regnet_convert.conversion.pipeline import load_weights
 from regnet_convert.errors import InputError
 from regnet_convert.fs.outputs import check_output
 from regnet_convert.validation import selection, selfcheck
@@ -41,7 +42,7 @@ class ValidationOptions:
 
     data: Path
     model: tuple[str, ...] | str | None = ()
-    weights: Path | None = None
+    weights: tuple[Path, ...] | Path | None = ()  # any format load_weights reads; several: one sweep
     labels: Path | None = None
     preprocess: Preset = "mmcls"
     batch_size: int = 64
@@ -61,11 +62,12 @@ class ValidationOptions:
 
     def __post_init__(self) -> None:
         self.model = (self.model,) if isinstance(self.model, str) else tuple(self.model or ())
+        self.weights = (self.weights,) if isinstance(self.weights, str | os.PathLike) else tuple(self.weights or ())
 
     @property
     def sweep(self) -> bool:
         """More than one `--model`, or a group (`starred`, `all`): the JSON record is then a list."""
-        return len(self.model) > 1 or any(selection.is_group(name) for name in self.model)
+        return len(self.model) > 1 or any(selection.is_group(name) for name in self.model) or len(self.weights) > 1
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Candidate:
     model: regnet.RegNet
     metadata: WeightsMetadata
     path: Path
+    kind: Kind = "native"  # the format it was read from (detect.KIND_NAMES)
 
 
 def json_inputs(options: ValidationOptions, weights: Iterable[Path], images: Iterable[Path] = ()) -> list[Path]:
@@ -85,7 +88,8 @@ def json_inputs(options: ValidationOptions, weights: Iterable[Path], images: Ite
 
 def load_candidate(path: Path, name: str | None, label: str | None = "--weights") -> Candidate:
     """An ImageNet-1k classifier from `path`, the very `name` architecture when one is given."""
-    model, metadata = load_any(path, label=label)
+    loaded = load_weights(path, label=label)
+    model, metadata = loaded.model, loaded.metadata
     classes = metadata.config.num_classes
     if classes != IMAGENET_CLASSES:
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
@@ -98,13 +102,17 @@ def load_candidate(path: Path, name: str | None, label: str | None = "--weights"
 
 def resolve_models(options: ValidationOptions) -> list[Candidate]:
     """Every model of the run, loaded and checked before anything runs (missing weights all named at once)."""
-    if options.weights is not None:
-        if options.sweep:
+    if options.weights:
+        if len(options.model) > 1 or any(selection.is_group(name) for name in options.model):
             raise InputError(
-                "--weights", "goes with one --model; a sweep takes its weights from the checkpoints folder"
+                "--weights",
+                "goes with at most one --model (every --weights must hold it); a sweep of zoo models takes its "
+                "weights from the checkpoints folder",
             )
         name = selection.expand(options.model)[0] if options.model else None
-        return [load_candidate(options.weights, name)]
+        candidates = [load_candidate(path, name) for path in options.weights]
+        check_onnx_options(options, candidates)
+        return candidates
     if not options.model:
         raise InputError(None, "give --model NAME or --weights FILE")
     names = selection.expand(options.model)
@@ -113,6 +121,14 @@ def resolve_models(options: ValidationOptions) -> list[Candidate]:
         with selection.blamed_on_model(name, path):  # no --weights was given: name the file and --model
             candidates.append(load_candidate(path, name, label=None))
     return candidates
+
+
+def check_onnx_options(options: ValidationOptions, candidates: list[Candidate]) -> None:
+    """--fast and --amp change how torch runs a model: an ONNX file runs in onnxruntime, float32, as it is."""
+    onnx = next((c.path for c in candidates if c.kind == "onnx"), None)
+    for flag, given in (("--fast", options.fast), (f"--amp {options.amp}", options.amp != "off")):
+        if onnx is not None and given:
+            raise InputError(flag, f"applies to torch models; {onnx} is an ONNX graph (onnxruntime, float32)")
 
 
 def check_outputs(options: ValidationOptions, candidates: list[Candidate], images: Iterable[Path] = ()) -> None:
@@ -168,11 +184,11 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
     announce = options.progress and rank == 0
     results: list[ValidationResult | None] = [None] * len(candidates)
     for key, members in groups.items():
-        weights_dtypes = [str(next(candidates[i].model.parameters()).dtype).removeprefix("torch.") for i in members]
+        weights_dtypes = [stored_dtype(candidates[i].model) for i in members]
         feeds = []
         for i in members:  # computed in float32 whatever the file stores; --amp lowers it explicitly
             c, pre = candidates[i], candidates[i].metadata.preprocessing
-            model = evaluation.model_on_device(c.model.float(), announce)
+            model = c.model if c.kind == "onnx" else evaluation.model_on_device(c.model.float(), announce)
             feeds.append(Feed(c.metadata.model, model, pre.mean, pre.std, pre.channel_order))
             c.model = None  # type: ignore[assignment]  # the device copy (or the fast graph) is all we keep
         labels = [label for _, label in mine]
@@ -191,6 +207,12 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
             result = result_of(options, placement, candidates[i], model_counts, len(samples), wall, weights_dtype)
             results[i] = dataclasses.replace(result, pipeline=pipeline)
     return [r for r in results if r is not None]
+
+
+def stored_dtype(model: torch.nn.Module) -> str:
+    """The dtype the weights are stored in (an ONNX graph: float32)."""
+    first = next(model.parameters(), None)
+    return "float32" if first is None else str(first.dtype).removeprefix("torch.")
 
 
 def result_of(
@@ -223,4 +245,5 @@ def result_of(
         demo=options.demo,
         zoo=None if options.demo else zoo_models().get(metadata.model),
         weights_dtype=weights_dtype,
+        weights_format=candidate.kind,
     )

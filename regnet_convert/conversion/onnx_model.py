@@ -1,0 +1,186 @@
+"""Read an exported `.onnx` file back as a model `regnet-validate` can feed: an onnxruntime session, checked first.
+
+The file is hostile like any input. Its `metadata_props` (written by `export --to onnx`) say how to feed it:
+channel order, mean, std, resize, crop, the input's name, the architecture. They are checked against the graph
+itself: one float32 NCHW input of that name with 3 channels, one output of `num_classes` logits, every weight
+inside the file (no external data), and a probe: a fixed image with three different channels, preprocessed as
+the metadata prescribes (so a wrong channel order, mean, std or crop changes it), must give the logits recorded
+at export. A graph swapped for another, or metadata edited to another channel order, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from regnet.metadata import Preprocessing, WeightsFileError, WeightsMetadata
+from regnet_convert.errors import InputError
+
+INPUT, OUTPUT = "image", "logits"  # the names `export --to onnx` gives the graph's input and output
+MAX_ONNX_BYTES = 2 << 30  # one self-contained file (protobuf's limit)
+PROBE_TOLERANCE = 1e-3  # relative to the largest recorded logit: onnxruntime vs torch differ by ~1e-6
+ONNX_MAGIC = b"\x08"  # a ModelProto starts with field 1 (ir_version, a varint)
+FLOAT = 1  # onnx.TensorProto.FLOAT
+
+
+def onnx_modules(label: str = "--weights") -> tuple[ModuleType, ModuleType]:
+    """onnx and onnxruntime, or one line saying how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise InputError(
+            label, "reading an .onnx file needs onnx and onnxruntime: pip install 'regnet-convert[onnx]'"
+        ) from None
+    return onnx, onnxruntime
+
+
+def probe_pixels(crop: int) -> np.ndarray:
+    """A fixed BGR uint8 image (crop x crop x 3) whose three channels differ: gradients and a checkerboard."""
+    ramp = np.linspace(0, 255, crop, dtype=np.float64)
+    blue = np.broadcast_to(ramp[None, :], (crop, crop))
+    green = np.broadcast_to(ramp[::-1, None], (crop, crop))
+    yy, xx = np.indices((crop, crop))
+    red = np.where(((yy // 16) + (xx // 16)) % 2 == 0, 230.0, 20.0)
+    return np.stack([blue, green, red], axis=-1).round().astype(np.uint8)
+
+
+def probe_input(pre: Preprocessing) -> np.ndarray:
+    """The probe as the network takes it under `pre`: channel order, (pixel / 255 - mean) / std, NCHW float32."""
+    pixels = probe_pixels(pre.crop).astype(np.float32)
+    if pre.channel_order == "RGB":
+        pixels = pixels[..., ::-1]
+    mean, std = np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32)
+    x = (pixels / np.float32(255) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def probe_logits(model: torch.nn.Module, pre: Preprocessing) -> list[float]:
+    """The model's logits for the probe (recorded in the file at export)."""
+    with torch.inference_mode():
+        return model(torch.from_numpy(probe_input(pre))).float()[0].tolist()
+
+
+def metadata_of(path: Path, props: dict[str, str]) -> WeightsMetadata:
+    """The WeightsMetadata the file's metadata_props state; InputError when they are not ours or not plausible."""
+    if props.get("format") != "regnet-convert":
+        raise InputError(path, "is an ONNX file without regnet-convert metadata (format: regnet-convert)")
+    strings = {
+        "format_version": "1",
+        "layout": "native",
+        **props,
+        "test_resize": props.get("resize", ""),
+        "test_crop": props.get("crop", ""),
+    }
+    try:
+        metadata = WeightsMetadata.from_strings(strings)
+    except (WeightsFileError, ValueError) as exc:
+        raise InputError(path, f"its metadata_props: {exc}") from None
+    if metadata.model != props.get("model") or str(metadata.config.num_classes) != props.get("num_classes"):
+        raise InputError(path, "its metadata_props contradict themselves (model or num_classes vs architecture)")
+    return metadata
+
+
+class OnnxModel(torch.nn.Module):
+    """An onnxruntime session as a module: NCHW float32 logits of NCHW float32 input, on the input's device."""
+
+    def __init__(self, session: object, input_name: str) -> None:
+        super().__init__()
+        self.session, self.input_name = session, input_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feed = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        (logits,) = self.session.run(None, {self.input_name: feed})
+        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(x.device)
+
+
+def _dims(value_info: object) -> list[int | str]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
+
+
+def check_graph(path: Path, graph: object, metadata: WeightsMetadata, input_name: str) -> None:
+    """One float32 NCHW input named `input_name` with 3 channels, one output of num_classes logits, no external
+    data; InputError naming the disagreement otherwise."""
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise InputError(path, f"its graph has {len(inputs)} inputs; a RegNet graph has one (image)")
+    (graph_input,) = inputs
+    if graph_input.name != input_name:
+        raise InputError(
+            path, f"its graph's input is named {graph_input.name[:40]!r}, its metadata says {input_name[:40]!r}"
+        )
+    dims = _dims(graph_input)
+    if graph_input.type.tensor_type.elem_type != FLOAT or len(dims) != 4 or dims[1] != 3:
+        raise InputError(path, f"its graph's input is not float32 NCHW with 3 channels (shape {dims})")
+    if len(graph.output) != 1:
+        raise InputError(path, f"its graph has {len(graph.output)} outputs; a RegNet graph has one (logits)")
+    out = _dims(graph.output[0])
+    if len(out) != 2 or out[1] != metadata.config.num_classes:
+        raise InputError(path, f"its graph's output {out} is not {metadata.config.num_classes} logits per image")
+    if any(t.data_location == 1 for t in graph.initializer):  # TensorProto.EXTERNAL: files beside it
+        raise InputError(path, "keeps weights in external data files; only self-contained .onnx files are read")
+
+
+def _session(path: Path, data: bytes, ort: ModuleType) -> object:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: nothing on the terminal
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    options.intra_op_num_threads = max(1, min(threads, 8))
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
+        detail = " ".join(str(exc).split())[:160]
+        raise InputError(path, f"onnxruntime cannot run its graph ({detail})") from None
+
+
+def check_probe(path: Path, model: OnnxModel, metadata: WeightsMetadata, props: dict[str, str]) -> None:
+    """The probe, preprocessed as the metadata says, gives the logits recorded at export."""
+    try:
+        recorded = np.asarray(json.loads(props["probe_logits"]), dtype=np.float64)
+    except KeyError:
+        raise InputError(
+            path, "has no probe_logits in its metadata (exported by an older regnet-convert): export it again"
+        ) from None
+    except (ValueError, TypeError, RecursionError):
+        raise InputError(path, "its metadata's probe_logits is not a list of numbers") from None
+    if recorded.shape != (metadata.config.num_classes,) or not np.isfinite(recorded).all():
+        raise InputError(path, "its metadata's probe_logits is not one finite logit per class")
+    got = model(torch.from_numpy(probe_input(metadata.preprocessing)))[0].double().numpy()
+    scale = max(1.0, float(np.abs(recorded).max()))
+    if not np.isfinite(got).all() or float(np.abs(got - recorded).max()) > PROBE_TOLERANCE * scale:
+        order = metadata.preprocessing.channel_order
+        raise InputError(
+            path,
+            f"its graph does not compute what its metadata says (the probe image, fed as {order} with its mean, std "
+            "and crop, does not give the recorded logits): another graph, or edited metadata",
+        )
+
+
+def load_onnx(path: Path, label: str | None = "--weights") -> tuple[OnnxModel, WeightsMetadata]:
+    """The checked onnxruntime model of a regnet-convert `.onnx` export and the metadata its props state."""
+    onnx, ort = onnx_modules(label or str(path))
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise InputError(path, f"is {size:,} bytes, over the 2 GB of one self-contained .onnx file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_ONNX_BYTES + 1)
+    try:
+        proto = onnx.load_model_from_string(data)
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError: a truncated or damaged file
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(path, f"truncated or damaged ONNX file ({detail})") from None
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    metadata = metadata_of(path, props)
+    input_name = props.get("input_name", INPUT)
+    check_graph(path, proto.graph, metadata, input_name)
+    model = OnnxModel(_session(path, data, ort), input_name)
+    check_probe(path, model, metadata, props)
+    return model, metadata
