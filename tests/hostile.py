@@ -3,7 +3,8 @@
 A zygote process imports the command-line tools once and forks one child per case; the child sets
 `resource.setrlimit` limits (address space, CPU time), chdirs into the case's folder and runs the
 command's `main` as the console script would. The parent kills a child that outlives its wall-clock
-limit. `check_refusal` asserts what every refused input must satisfy.
+limit. `check_refusal` asserts what every refused input must satisfy; `refuse` sets up a `Case`, runs it and checks
+its refusal (the body of every hostile suite's `test_refused`).
 """
 
 from __future__ import annotations
@@ -177,3 +178,16 @@ def check_refusal(outcome: Outcome, before: dict[str, str], after: dict[str, str
     for text in says:
         assert text in lines[0], (text, lines[0])
     assert after == before, f"files changed: {set(after.items()) ^ set(before.items())}"
+
+
+def refuse(case: Case, fixtures: object, zygote: Zygote, tmp_path: Path) -> Path:
+    """Set `case` up in `tmp_path/case`, run it, assert the refusal contract and that no pickle ran code (a crafted
+    pickle would create `pwned`); returns the case's folder."""
+    folder = tmp_path / "case"
+    folder.mkdir()
+    case.setup(folder, fixtures)
+    before = snapshot(folder)
+    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
+    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
+    assert not (folder / "pwned").exists()  # no pickle ever runs code
+    return folder

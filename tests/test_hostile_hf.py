@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from crafted import code_running_checkpoint, deep_pickle, nested_json
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote, refuse, snapshot
 from safetensors.torch import load_file, save_file
 
 import regnet
@@ -270,13 +270,7 @@ ALL_CASES = import_cases() + export_cases()
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
 def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path):
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, fixtures)
-    before = snapshot(folder)
-    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
-    assert not (folder / "pwned").exists()  # no pickle ever runs code
+    refuse(case, fixtures, zygote, tmp_path)
     assert not list(Path("/proc").glob(".regnet-hf-out*"))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from crafted import Fixtures
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote, refuse
 
 Setup = Callable[[Path, Fixtures], object]
 VALIDATE = "regnet-validate"
@@ -80,12 +80,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path):
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, fixtures)
-    before = snapshot(folder)
-    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
+    refuse(case, fixtures, zygote, tmp_path)
 
 
 def test_each_image_counts_once(fixtures: Fixtures, zygote: Zygote, tmp_path: Path):

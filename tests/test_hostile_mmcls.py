@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from crafted import Fixtures, code_running_checkpoint
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote, refuse
 
 import regnet
 from regnet.metadata import Preprocessing, WeightsMetadata
@@ -95,13 +95,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_refused(case: Case, fixtures: Fixtures, zygote: Zygote, tmp_path: Path):
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, fixtures)
-    before = snapshot(folder)
-    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
-    assert not (folder / "pwned").exists()
+    refuse(case, fixtures, zygote, tmp_path)
 
 
 def test_the_same_sources_export_where_mmcls_can_express_them(fixtures: Fixtures, zygote: Zygote, tmp_path: Path):
