@@ -25,6 +25,7 @@ MEAN_RANGE = (0.0, 1.0)  # a mean of pixel values on a 0..1 scale
 STD_RANGE = (1e-6, 1e3)  # 1/255 (inputs of 0..255) is the smallest in use
 MAX_TEST_SIZE = 1024  # test resize and crop, in pixels (RegNets are evaluated at 224 to 384)
 MAX_LABEL_CHARS = 256  # ImageNet's longest class name has 121
+MAX_EVIDENCE_CHARS = 1024  # how a file's identity was established, in words
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class WeightsMetadata:
     categories: tuple[str, ...] | None = None
     category_names: tuple[str, ...] | None = None  # readable names in the same order ("tench", "goldfish", ...)
     categories_from: CategoriesFrom | None = None
+    # which published weights these are (`regnetx_400mf.mmcls_in1k`), how that was established (sha256, declared,
+    # pycls-format, none: see regnet_convert.conversion.identity) and the evidence in words
+    zoo_weights: str | None = None
+    identified_by: str | None = None
+    identity_evidence: str | None = None
 
     @property
     def model(self) -> str:
@@ -81,6 +87,9 @@ class WeightsMetadata:
             **({"categories": json.dumps(list(self.categories))} if self.categories else {}),
             **({"category_names": json.dumps(list(self.category_names))} if self.category_names else {}),
             **({"categories_from": self.categories_from} if self.categories_from else {}),
+            **({"zoo_weights": self.zoo_weights} if self.zoo_weights else {}),
+            **({"identified_by": self.identified_by} if self.identified_by else {}),
+            **({"identity_evidence": self.identity_evidence} if self.identity_evidence else {}),
         }
 
     @classmethod
@@ -114,6 +123,9 @@ class WeightsMetadata:
                 categories=_categories(meta.get("categories")),
                 category_names=_categories(meta.get("category_names")),
                 categories_from=_categories_from(meta.get("categories_from")),
+                zoo_weights=_short(meta.get("zoo_weights"), "zoo_weights"),
+                identified_by=_short(meta.get("identified_by"), "identified_by"),
+                identity_evidence=_short(meta.get("identity_evidence"), "identity_evidence", MAX_EVIDENCE_CHARS),
             )
         except KeyError as exc:
             raise WeightsFileError(f"damaged regnet-convert metadata (no {exc.args[0]!r})") from None
@@ -165,6 +177,13 @@ def _categories(text: str | None) -> tuple[str, ...] | None:
     if not (isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels)):
         raise ValueError(f"categories must be a list of class labels (1 to {MAX_LABEL_CHARS} characters each)")
     return tuple(labels)
+
+
+def _short(text: str | None, what: str, limit: int = MAX_LABEL_CHARS) -> str | None:
+    """An optional one-line string of at most `limit` characters."""
+    if text is not None and not (0 < len(text) <= limit and text.isprintable()):
+        raise ValueError(f"{what} is not a printable string of 1 to {limit} characters")
+    return text
 
 
 def _categories_from(text: str | None) -> CategoriesFrom | None:

@@ -17,6 +17,7 @@ import regnet_convert.validation.evaluate as evaluate
 import regnet_convert.validation.loader as loader
 from regnet.zoo import zoo_model
 from regnet_convert.cli.validate import main
+from regnet_convert.conversion.identity import Identity
 from regnet_convert.demo import make_images
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 from regnet_convert.validation.evaluate import Counts
@@ -140,27 +141,27 @@ def test_all_duplicates_and_table(runner, zoo, tmp_path):
     assert text.rstrip("\n") in result.output  # printed and written alike
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(MODELS) and len({row.count("|") for row in rows}) == 1
-    assert [c.strip() for c in rows[0].strip("|").split("|")][:5] == [
-        "Model", "Params (M)", "Flops (G)", "Top-1 (%)", "Top-5 (%)"
+    assert [c.strip() for c in rows[0].strip("|").split("|")] == [
+        "Model", "Params(M)", "Flops(G)", "Top-1 (%)", "Measured top-1", "Δ top-1", "Top-5 (%)", "Measured top-5",
+        "Δ top-5", "Config", "Download", "pycls top-1 / top-5", "Δ pycls", "Result",
     ]  # fmt: skip
     for row, record in zip(rows[2:], records, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
         entry = zoo_model(record["model"])
-        assert cells[:5] == [
-            record["model"], f"{entry.params / 1e6:.2f}", f"{entry.flops / 1e9:.2f}",
-            f"{record['top1']:.2f}", f"{record['top5']:.2f}",
-        ]  # fmt: skip
-        assert cells[5:7] == ["-", "-"]  # the seed table has no 200MF rows
-        assert cells[7] == f"{entry.pycls.top1:.2f} / {entry.pycls.top5:.2f}"
-        assert cells[8] == f"{record['top1'] - entry.pycls.top1:+.2f} / {record['top5'] - entry.pycls.top5:+.2f}"
-        assert cells[9] == "SUBSET"
+        assert cells[:11] == [
+            f"{record['model']}.pycls_in1k", f"{entry.params / 1e6:.2f}", f"{entry.flops / 1e9:.2f}",
+            "-", f"{record['top1']:.2f}", "-", "-", f"{record['top5']:.2f}", "-", "-", entry.file_name,
+        ]  # fmt: skip  # the seed table has no 200MF rows: nothing published beside the measured numbers
+        assert cells[11] == f"{entry.pycls.top1:.2f} / {entry.pycls.top5:.2f}"
+        assert cells[12] == f"{record['top1'] - entry.pycls.top1:+.2f} / {record['top5'] - entry.pycls.top5:+.2f}"
+        assert cells[13] == "SUBSET"
 
 
 def test_single_model_table_and_json_shape(runner, zoo, tmp_path):
     table = tmp_path / "one.md"
     record, result = run(runner, zoo, tmp_path, "--model", "regnetx_200mf", "--table", table)
     assert isinstance(record, dict) and "measured" in result.output  # the single-model report, unchanged
-    assert sum(line.startswith("| regnetx_200mf") for line in table.read_text().splitlines()) == 1
+    assert sum(line.startswith("| regnetx_200mf.pycls_in1k") for line in table.read_text().splitlines()) == 1
 
 
 def test_progress_names_each_model(runner, zoo, tmp_path, monkeypatch):
@@ -182,19 +183,20 @@ def full(name: str, top1: int, top5: int) -> ValidationResult:
     return ValidationResult(
         model=name, weights="w", counts=Counts(50_000, top1, top5), expected_images=50_000, preprocess="mmcls",
         channel_order="BGR", amp="off", fast=False, device="cpu", world_size=1, tolerance=0.1, wall_seconds=100.0,
-        zoo=zoo_model(name),
+        zoo=zoo_model(name), identity=Identity(f"{name}.pycls_in1k", "pycls-format", "a pycls checkpoint"),
     )  # fmt: skip
 
 
 def test_sweep_table_passes_and_fails_per_model_against_the_seed_table():
     exact = full("regnetx_4.0gf", 39_360, 47_110)  # 78.72 / 94.22: the seed table's numbers
     low = full("regnetx_400mf", 36_275 - 100, 45_455)  # 72.55 - 0.2 / 90.91
-    rows = [line for line in sweep_table([exact, low]).splitlines() if line.startswith("| regnetx")]
+    rows = [line for line in sweep_table([exact, low]).splitlines() if line.startswith("| RegNetX")]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert cells[0][1:] == [
-        "22.12", "3.96", "78.72", "94.22", "78.72 / 94.22", "+0.00 / +0.00", "78.64 / 94.26", "+0.08 / -0.04", "PASS"
-    ]  # fmt: skip
-    assert cells[1][5:7] == ["72.55 / 90.91", "-0.20 / +0.00"] and cells[1][-1] == "FAIL"
+    assert cells[0] == [
+        "RegNetX-4.0GF*", "22.12", "4.0", "78.72", "78.72", "+0.00", "94.22", "94.22", "+0.00",
+        "regnetx-4.0gf_8xb64_in1k.py", "convert/RegNetX-4.0GF-ef8bb32c.pth", "78.64 / 94.26", "+0.08 / -0.04", "PASS",
+    ]  # fmt: skip  # the seed table's own cells, measured numbers and differences beside the published
+    assert cells[1][:6] == ["RegNetX-400MF*", "5.16", "0.41", "72.55", "72.35", "-0.20"] and cells[1][-1] == "FAIL"
     assert "1 PASS, 1 FAIL of 2" in sweep_table([exact, low])
 
 

@@ -33,7 +33,9 @@ def test_report_and_json(runner, tmp_path, small_val, converted_200mf):
     assert record["model"] == "regnetx_200mf" and record["images"] == 21 and record["subset"] is True
     assert record["passed"] is None and record["preprocess"] == "mmcls"
     assert record["reference"]["pycls"] == {"top1": 68.912, "top5": 88.658}
-    assert record["reference"]["seed_table"] is None
+    assert record["reference"]["row"] is None and record["reference"]["top1"] is None  # no seed row for 200MF
+    assert record["reference"]["weights"] == "regnetx_200mf.pycls_in1k"
+    assert record["reference"]["identified_by"] == "pycls-format" and record["reference"]["compared_with"] == "pycls"
     assert 0 <= record["top1"] <= record["top5"] <= 100 and record["images_per_second"] > 0
     assert "SUBSET (21 of 50,000 images)" in result.output
     assert f"{record['top1']:8.2f}" in result.output
@@ -132,6 +134,7 @@ def test_safetensors_without_our_metadata_is_not_a_converted_regnet(runner, tmp_
 
 def full_run(top1_correct: int, top5_correct: int, preprocess: str = "mmcls"):
     from regnet.zoo import zoo_model
+    from regnet_convert.conversion.identity import Identity
     from regnet_convert.validation.evaluate import Counts
     from regnet_convert.validation.report import ValidationResult
 
@@ -139,13 +142,14 @@ def full_run(top1_correct: int, top5_correct: int, preprocess: str = "mmcls"):
         model="regnetx_4.0gf", weights="w", counts=Counts(50_000, top1_correct, top5_correct),
         expected_images=50_000, preprocess=preprocess, channel_order="BGR", amp="off", fast=False, device="cpu",
         world_size=1, tolerance=0.1, wall_seconds=100.0, zoo=zoo_model("regnetx_4.0gf"),
+        identity=Identity("regnetx_4.0gf.pycls_in1k", "pycls-format", "a pycls checkpoint"),
     )  # fmt: skip
 
 
 def test_full_runs_pass_or_fail_against_the_presets_reference():
     exact = full_run(39_360, 47_110)  # 78.72 / 94.22: the seed table's numbers
     assert exact.passed is True and exact.compared_with == "seed_table"
-    assert "PASS (within ±0.1 pp of seed_table)" in exact.table()
+    assert "PASS (within ±0.1 pp of the seed table's RegNetX-4.0GF* row)" in exact.table()
     assert "+0.00" in exact.table()
     off = full_run(39_360 - 100, 47_110)  # 0.2 pp lower top-1
     assert off.passed is False and "FAIL" in off.verdict() and "-0.20" in off.table()
@@ -153,4 +157,6 @@ def test_full_runs_pass_or_fail_against_the_presets_reference():
     assert pycls_preset.compared_with == "pycls"
     record = exact.to_json()
     assert record["top1"] == pytest.approx(78.72) and record["images_per_second"] == 500.0
-    assert record["reference"]["seed_table"] == {"top1": 78.72, "top5": 94.22}
+    reference = record["reference"]
+    assert (reference["row"], reference["top1"], reference["top5"]) == ("RegNetX-4.0GF*", 78.72, 94.22)
+    assert reference["pycls"] == {"top1": 78.644, "top5": 94.264} and reference["identified_by"] == "pycls-format"

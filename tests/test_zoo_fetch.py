@@ -3,7 +3,6 @@ failures that keep the download, complete and oversized `.part` files, the per-u
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import http.server
 import json
@@ -21,10 +20,10 @@ import pytest
 import torch
 from helpers import probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
+from zoo_manifest import overridden
 
 import regnet
-from regnet.zoo import zoo_models
-from regnet_convert.cli import zoo as zoo_cli
+from regnet.zoo import zoo_weights
 from regnet_convert.cli.convert import main
 from regnet_convert.errors import InputError
 from regnet_convert.zoo import fetch as zoo_fetch
@@ -123,15 +122,20 @@ def one_error_line(result) -> str:
 
 
 @pytest.fixture
-def known_size(zoo, monkeypatch):
-    """The manifest entry of regnetx_200mf with the served file's size and sha256 recorded."""
+def known_size(zoo):
+    """The manifest entry of regnetx_200mf's file with the served file's size and sha256 recorded."""
     served = zoo["served"].read_bytes()
-    entries = dict(zoo_models())
-    entries["regnetx_200mf"] = dataclasses.replace(
-        entries["regnetx_200mf"], size=len(served), sha256=hashlib.sha256(served).hexdigest()
-    )
-    monkeypatch.setattr(zoo_cli, "zoo_models", lambda: entries)
-    return entries["regnetx_200mf"]
+    with overridden({DOWNLOAD: {"size": len(served), "sha256": hashlib.sha256(served).hexdigest()}}):
+        yield zoo_weights()["regnetx_200mf.pycls_in1k"].primary_file
+
+
+def listed(output: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`zoo list`'s two sections: seed rows by row name and pycls's models by weights, each a whole line."""
+    seed, pycls = output.split("\n\n")
+    rows = seed.splitlines()[2:]
+    models = pycls.splitlines()[2:]
+    assert len(rows) == 16 and len(models) == 24, output
+    return {r.split()[0]: r for r in rows}, {m.split()[0]: m for m in models}
 
 
 def test_fetch_downloads_converts_and_lists(runner, zoo):
@@ -144,15 +148,19 @@ def test_fetch_downloads_converts_and_lists(runner, zoo):
     with torch.inference_mode():
         assert torch.equal(converted(x), zoo["reference"](x))
     assert sorted(p.name for p in zoo["cache"].iterdir()) == [DOWNLOAD]
-    listing = runner.invoke(main, ["zoo", "list"]).output.splitlines()
-    assert len(listing) == 25
+    rows, models = listed(runner.invoke(main, ["zoo", "list"]).output)
     recorded = hashlib.sha256(zoo["served"].read_bytes()).hexdigest()
-    mine = next(line for line in listing if line.startswith("regnetx_200mf"))
+    mine = models["regnetx_200mf.pycls_in1k"]
     assert f"sha256 {recorded[:12]}" in mine and mine.endswith("yes")
-    row = next(line for line in listing if line.startswith("regnetx_4.0gf"))
-    assert (
-        "22.12M" in row and "78.72/94.22" in row and row.endswith("-                            no")
-    )  # seed table numbers
+    model = models["regnetx_4.0gf.pycls_in1k"]
+    assert "22.12M" in model and "78.64/94.26" in model and model.split()[-3:] == ["RegNetX-4.0GF*", "-", "no"]
+    assert rows["RegNetX-4.0GF*"].split() == [
+        "RegNetX-4.0GF*", "22.12", "4.00", "78.72", "94.22", "regnetx_4.0gf.pycls_in1k",
+        "convert/RegNetX-4.0GF-ef8bb32c.pth", "no",
+    ]  # fmt: skip  # the seed table's numbers and file
+    assert rows["RegNetX-4.0GF"].split()[3:] == [
+        "78.60", "94.17", "regnetx_4.0gf.mmcls_in1k", "regnetx-4.0gf_8xb64_in1k_20211213-efed675c.pth", "no"
+    ]  # fmt: skip
     again = fetch(runner, zoo, "regnetx_200mf")
     assert again.exit_code == 0 and "already converted" in again.output
     assert zoo["handler"].requests == [f"/{ZOO_PATH}"]  # the second fetch asked for nothing
@@ -312,8 +320,8 @@ def test_list_without_a_usable_checkpoints_folder(runner, zoo, tmp_path, monkeyp
         monkeypatch.setenv("REGNET_CHECKPOINTS", str(folder))
         result = runner.invoke(main, ["zoo", "list"])
         assert result.exit_code == 0 and not result.stderr, result.output
-        lines = result.stdout.splitlines()
-        assert len(lines) == 25 and all(line.endswith("no") for line in lines[1:])
+        rows, models = listed(result.stdout)
+        assert all(line.endswith("no") for line in [*rows.values(), *models.values()])
 
 
 def test_list_marks_an_unreadable_folder(runner, zoo, monkeypatch):
@@ -322,7 +330,8 @@ def test_list_marks_an_unreadable_folder(runner, zoo, monkeypatch):
 
     monkeypatch.setattr(Path, "is_file", denied)
     result = runner.invoke(main, ["zoo", "list"])
-    assert result.exit_code == 0 and all(line.endswith("?") for line in result.stdout.splitlines()[1:25])
+    rows, models = listed(result.stdout)
+    assert result.exit_code == 0 and all(line.endswith("?") for line in [*rows.values(), *models.values()])
 
 
 def test_fetch_needs_names(runner):

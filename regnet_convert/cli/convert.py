@@ -13,6 +13,7 @@ from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.pipeline import DTYPES, convert
+from regnet_convert.conversion.identity import declared_weights
 from regnet_convert.export.model_card import torchvision_lines
 from regnet_convert.export.pipeline import export
 from regnet_convert.export.targets import TARGETS
@@ -27,7 +28,7 @@ def main() -> None:
     \b
     Sources:  pycls (.pyth), mmcls (.pth), timm, torchvision (safetensors or torch files), hf (a folder)
     Exports:  export SOURCE OUTPUT --to timm|torchvision|hf|timm-hub|onnx|mmcls
-    Zoo:      zoo list, zoo fetch NAME... (download and convert pycls's 24 models)
+    Zoo:      zoo list, zoo fetch NAME... (the seed table's 16 rows, pycls's 24 models: verify, convert)
     Inspect:  inspect PATH (any weights the tool reads or writes, a folder or an .onnx included)
 
     \b
@@ -55,6 +56,11 @@ BGR_SOURCE = "The result takes BGR input, as the source does; --rgb reverses the
 
 def conversion_command(source_format: str, *paragraphs: str) -> Callable:
     """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option, each has its own help."""
+def declared_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: the zoo key a --declare-weights value names (InputError for unknown weights)."""
+    return declared_weights(value)
+
+
 
     @click.argument("source", type=click.Path(path_type=Path))
     @click.argument("output", type=click.Path())  # a str: a trailing "/" must reach the output check
@@ -67,12 +73,18 @@ def conversion_command(source_format: str, *paragraphs: str) -> Callable:
     )
     @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
     @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
+    @click.option("--declare-weights", "declare", metavar="MODEL.TAG", callback=declared_option,
+                  help="Which published weights SOURCE holds when no hash identifies it (e.g. "
+                       "regnetx_400mf.mmcls_in1k); recorded as declared. Refused if its hash or "
+                       "architecture says otherwise.")  # fmt: skip
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
     def command(source: Path, output: Path, verbose: bool, quiet: bool, **options) -> None:
         log = (lambda line: click.echo(printable(line), err=True)) if verbose and not quiet else (lambda _: None)
         result = convert(source, output, source_format=source_format, quiet=quiet, log=log, **options)
         if not quiet:
-            emit(f"{source} -> {output}: {result.metadata.model}, {result.tensors} tensors ({result.found_by})")
+            meta = result.metadata
+            weights = f"{meta.zoo_weights} ({meta.identified_by})" if meta.zoo_weights else "not identified"
+            emit(f"{source} -> {output}: {meta.model}, {result.tensors} tensors ({result.found_by}), weights {weights}")
 
     command.__doc__ = "\n\n".join(paragraphs)
     return main.command(source_format)(command)

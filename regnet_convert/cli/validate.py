@@ -14,6 +14,7 @@ from regnet_convert.process import emit, printable
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
 from regnet_convert.validation.preprocess import PRESETS
+from regnet_convert.validation.plot import write_plot
 from regnet_convert.validation.report import sweep_table, write_json, write_table
 from regnet_convert.validation.runner import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
 from regnet_convert.validation.selection import MissingWeights
@@ -39,9 +40,11 @@ class FiniteFloat(click.ParamType):
     "--model",
     metavar="NAME",
     multiple=True,
-    help="Zoo model (regnetx_4.0gf); weights default to NAME.safetensors in $REGNET_CHECKPOINTS, else ./checkpoints/"
-    " if it exists, else ~/.cache/regnet-convert/checkpoints/. Repeat it, or give starred (the seed table's 8"
-    " RegNetX) or all (every converted zoo model), for a sweep: each image decoded once for every model.",
+    help="Zoo weights: MODEL (regnetx_4.0gf: pycls's) or MODEL.TAG (regnetx_4.0gf.mmcls_in1k: mmclassification's);"
+    " weights default to MODEL.safetensors (MODEL.TAG.safetensors) in $REGNET_CHECKPOINTS, else ./checkpoints/ if it"
+    " exists, else ~/.cache/regnet-convert/checkpoints/. Repeat it, or give seed (the seed table's 16 rows), starred"
+    " (its 8 rows converted from pycls) or all (every converted zoo model), for a sweep: each image decoded once for"
+    " every model. Each is compared with its own weights' published numbers.",
 )
 @click.option(
     "--data", required=True, type=click.Path(path_type=Path), help="ImageNet val: 1000 WordNet-id folders, or flat."
@@ -85,7 +88,16 @@ class FiniteFloat(click.ParamType):
     "table_path",
     type=click.Path(),
     metavar="FILE.md",
-    help="Also write the results as a markdown table in the seed table's shape (atomically).",
+    help="Also write the results as a markdown table in the seed table's layout, measured numbers and differences"
+    " beside the published ones (atomically).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(),
+    metavar="FILE.png|FILE.svg",
+    help="Also draw top-1 against GFLOPs, published and measured, per family (pycls- or mmcls-trained), with the"
+    " tolerance band (needs matplotlib: pip install 'regnet-convert[plot]').",
 )
 @click.option(
     "--cache",
@@ -99,7 +111,11 @@ class FiniteFloat(click.ParamType):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--demo", is_flag=True, hidden=True)
 def main(json_path: str | None, quiet: bool, **kwargs) -> None:
-    """Validate converted RegNets on ImageNet and compare with the seed table and pycls.
+    """Validate converted RegNets on ImageNet, each compared with its own published numbers.
+
+    A converted file records which published weights it holds (identified by its source's sha256, declared at
+    conversion, or a pycls checkpoint's model): they are compared with their seed-table row, and pycls's weights
+    with pycls's numbers too; weights nothing identifies are compared with nothing (NO REFERENCE).
 
     \b
     Exit status: 0 pass (or nothing to judge), 1 accuracy outside the tolerance (any model of a sweep),
@@ -124,6 +140,8 @@ def main(json_path: str | None, quiet: bool, **kwargs) -> None:
             write_table(options.table_path, results, inputs)
     sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
 
+        if options.plot_path:
+            write_plot(options.plot_path, results, inputs)
 
 run = console_script(main)  # the console script
 

@@ -19,6 +19,7 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.conversion.detect import Kind, detect
+from regnet_convert.conversion.identity import identify_source
 from regnet_convert.errors import InputError
 from regnet_convert.fs.outputs import atomic_output, check_output
 from regnet_convert.sources.formats import FORMATS, map_keys
@@ -205,6 +206,7 @@ def convert_in_memory(
     model: str | None = None,
     dtype: str | None = None,
     rgb: bool = False,
+    declare: str | None = None,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict[str, torch.Tensor], Conversion]:
@@ -227,6 +229,9 @@ def convert_in_memory(
     if rgb and preprocessing.channel_order == "BGR":
         state, preprocessing = reverse_channels(state, preprocessing)
         log(f"stem input channels reversed: the model takes {preprocessing.channel_order} input")
+    sha256 = sha256_of(checkpoint.weights_file or source, quiet)
+    identity = identify_source(checkpoint.weights_file or source, sha256, fmt.name, config.name, declare)
+    log(f"weights: {identity.weights or 'not identified'} ({identity.identified_by}: {identity.evidence})")
     metadata = WeightsMetadata(
         config=config,
         preprocessing=preprocessing,
@@ -234,9 +239,12 @@ def convert_in_memory(
         source_file=os.fsencode(  # recorded as UTF-8: the bytes of a name that is not UTF-8 as \xff
             f"{source.name}/{checkpoint.weights_file.name}" if checkpoint.weights_file else source.name
         ).decode("utf-8", "backslashreplace"),
-        source_sha256=sha256_of(checkpoint.weights_file or source, quiet),
+        source_sha256=sha256,
         converter_version=__version__,
         **class_labels(source, checkpoint.class_names, config.num_classes),
+        zoo_weights=identity.weights,
+        identified_by=identity.identified_by,
+        identity_evidence=identity.evidence,
     )
     return state, Conversion(config, found_by, metadata, len(state))
 
@@ -280,6 +288,7 @@ def convert(
     model: str | None = None,
     dtype: str | None = None,
     rgb: bool = False,
+    declare: str | None = None,
     force: bool = False,
     quiet: bool = True,
     log: Callable[[str], None] = lambda _: None,
@@ -288,7 +297,7 @@ def convert(
     check_output(output, force, inputs=[Path(source)])  # before Path(): a trailing "/" is refused
     output = Path(output)
     state, conversion = convert_in_memory(
-        source, source_format=source_format, model=model, dtype=dtype, rgb=rgb, quiet=quiet, log=log
+        source, source_format=source_format, model=model, dtype=dtype, rgb=rgb, declare=declare, quiet=quiet, log=log
     )
     write_converted(output, state, conversion.metadata, force, inputs=(Path(source),))
     return conversion

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regnet.zoo import Accuracy, ZooModel
+from regnet.zoo import Accuracy, SeedRow, ZooModel, ZooWeights
+from regnet_convert.conversion.identity import Identity
 from regnet_convert.fs.outputs import atomic_output
 from regnet_convert.validation.dataset import FULL_VALIDATION_SET
 from regnet_convert.validation.evaluate import Counts
@@ -16,6 +17,7 @@ from regnet_convert.validation.selfcheck import PipelineCheck
 
 # which published numbers each preprocessing preset reproduces
 PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
+REFERENCE_LABELS = {"seed_table": "the seed table", "pycls": "pycls"}
 
 
 @dataclass
@@ -35,7 +37,8 @@ class ValidationResult:
     tolerance: float
     wall_seconds: float
     demo: bool = False
-    zoo: ZooModel | None = None
+    zoo: ZooModel | None = None  # the architecture's facts (complexity)
+    identity: Identity | None = None  # which published weights these are: their numbers are the references
     weights_dtype: str = "float32"
     weights_format: str = "native"  # what --weights was: native, pycls, mmcls, timm, torchvision, hf, timm-hub, onnx
     pipeline: PipelineCheck = field(default_factory=PipelineCheck)
@@ -65,17 +68,29 @@ class ValidationResult:
             and not self.counts.bad_images
         )
 
+    @property
+    def zoo_weights(self) -> ZooWeights | None:
+        """The published weights these are, if identified."""
+        return self.identity.zoo if self.identity is not None else None
+
+    @property
+    def row(self) -> SeedRow | None:
+        """The seed table's row of these weights, if it has one."""
+        return self.zoo_weights.row if self.zoo_weights else None
+
     def references(self) -> dict[str, Accuracy | None]:
-        if self.zoo is None:
+        """The identified weights' published numbers: their seed row's, and pycls's for pycls's own weights."""
+        weights = self.zoo_weights
+        if weights is None:
             return {}
-        return {"seed_table": self.zoo.seed_table, "pycls": self.zoo.pycls}
+        return {"seed_table": weights.row.accuracy if weights.row else None, "pycls": weights.pycls}
 
     @property
     def compared_with(self) -> str | None:
         """The reference the pass/fail verdict uses: the preset's own, else pycls's."""
         refs = self.references()
         name = PRESET_REFERENCE[self.preprocess]
-        return name if refs.get(name) else ("pycls" if refs.get("pycls") else None)
+        return name if refs.get(name) else next((other for other, ref in refs.items() if ref), None)
 
     @property
     def passed(self) -> bool | None:
@@ -99,8 +114,27 @@ class ValidationResult:
         if self.counts.images != FULL_VALIDATION_SET:
             return f"SUBSET ({self.counts.images:,} of {FULL_VALIDATION_SET:,} images): not comparable"
         if self.passed is None:
-            return "NO REFERENCE (not a zoo model)"
-        return f"{'PASS' if self.passed else 'FAIL'} (within ±{self.tolerance} pp of {self.compared_with})"
+            return f"NO REFERENCE ({self.no_reference_reason()})"
+        return f"{'PASS' if self.passed else 'FAIL'} (within ±{self.tolerance} pp of {self.reference_name()})"
+
+    def reference_name(self) -> str:
+        """The numbers the verdict uses, in words: `the seed table's RegNetX-400MF row` or `pycls`."""
+        if self.compared_with == "seed_table" and self.row is not None:
+            return f"the seed table's {self.row.name} row"
+        return REFERENCE_LABELS.get(self.compared_with or "", "nothing")
+
+    def no_reference_reason(self) -> str:
+        if self.identity is None or self.identity.weights is None:
+            return "weights not identified: no published file has their sha256; declare them when converting"
+        return f"{self.identity.weights} has no published numbers"
+
+    def identity_line(self) -> str:
+        """Which weights these are and how that is known."""
+        if self.identity is None:
+            return "not identified"
+        if self.identity.weights is None:
+            return f"not identified ({self.identity.evidence})"
+        return f"{self.identity.weights}, identified by {self.identity.identified_by} ({self.identity.evidence})"
 
     def short_verdict(self) -> str:
         """The verdict's first words: PASS, FAIL, SUBSET, NOT COMPARABLE, NO REFERENCE or DEMO."""
@@ -109,6 +143,7 @@ class ValidationResult:
     def table(self) -> str:
         lines = [
             f"model       {self.model}   weights {self.weights}",
+            f"identity    {self.identity_line()}",
             f"setup       preprocess {self.preprocess} ({arithmetic(self.preprocess)}), {self.channel_order} input, "
             f"amp {self.amp}, "
             f"{'fast path' if self.fast else 'reference path'}, "
@@ -118,8 +153,9 @@ class ValidationResult:
             f"{'':24}{'top-1':>8}{'top-5':>8}{'Δtop-1':>9}{'Δtop-5':>9}",
             f"{'measured':24}{self.top1:8.2f}{self.top5:8.2f}",
         ]
+        labels = {"seed_table": f"seed {self.row.name}" if self.row else "seed table", "pycls": "pycls"}
         for name, ref in self.references().items():
-            label = {"seed_table": "seed table (mmcls)", "pycls": "pycls"}[name]
+            label = labels[name]
             if ref is None:
                 lines.append(f"{label:24}{'-':>8}{'-':>8}")
             else:
@@ -141,7 +177,18 @@ class ValidationResult:
         return f"NOT bit-exact with the reference arithmetic: {', '.join(self.pipeline.differs)} differs"
 
     def to_json(self) -> dict:
-        refs = {k: (vars(v) if v else None) for k, v in self.references().items()}
+        refs = self.references()
+        row, pycls = refs.get("seed_table"), refs.get("pycls")
+        reference = {
+            "weights": self.identity.weights if self.identity else None,
+            "row": self.row.name if self.row else None,
+            "top1": row.top1 if row else None,
+            "top5": row.top5 if row else None,
+            "identified_by": self.identity.identified_by if self.identity else None,
+            "evidence": self.identity.evidence if self.identity else None,
+            "pycls": vars(pycls) if pycls else None,
+            "compared_with": self.compared_with,
+        }
         return {
             "model": self.model,
             "weights": self.weights,
@@ -152,7 +199,7 @@ class ValidationResult:
             "demo": self.demo,
             "top1": self.top1,
             "top5": self.top5,
-            "reference": {**refs, "compared_with": self.compared_with},
+            "reference": reference,
             "tolerance": self.tolerance,
             "passed": self.passed,
             "verdict": self.verdict(),
@@ -175,35 +222,61 @@ def _pair(a: float, b: float, signed: bool = False) -> str:
     return f"{a:+.2f} / {b:+.2f}" if signed else f"{a:.2f} / {b:.2f}"
 
 
-def _row(result: ValidationResult) -> list[str]:
-    """One model's row of the sweep table."""
+def _name(result: ValidationResult) -> str:
+    """A row's Model cell: the seed row's name, else the weights, else the architecture, unidentified; with the
+    format the weights were read in, where it is not a converted file (a sweep of exports)."""
+    if result.row is not None:
+        name = result.row.name
+    elif result.identity is not None and result.identity.weights is not None:
+        name = result.identity.weights
+    else:
+        name = f"{result.model} (unidentified)"
+    return name if result.weights_format == "native" else f"{name} [{result.weights_format}]"
+
+
+def _complexity(result: ValidationResult) -> list[str]:
+    """Params (M) and GFLOPs: as the seed table prints them, else pycls's counts at 224x224."""
+    if result.row is not None:
+        return [str(result.row.params_m), str(result.row.gflops)]
     zoo = result.zoo
-    row = [
-        result.model,
-        f"{zoo.params / 1e6:.2f}" if zoo else "-",
-        f"{zoo.flops / 1e9:.2f}" if zoo else "-",
-        f"{result.top1:.2f}",
-        f"{result.top5:.2f}",
-    ]
-    for name in ("seed_table", "pycls"):
-        ref = result.references().get(name)
-        row += (
-            [_pair(ref.top1, ref.top5), _pair(result.top1 - ref.top1, result.top5 - ref.top5, True)]
-            if ref
-            else ["-"] * 2
-        )
-    return [*row, result.short_verdict()]
+    return [f"{zoo.params / 1e6:.2f}", f"{zoo.flops / 1e9:.2f}"] if zoo else ["-", "-"]
+
+
+def _files(result: ValidationResult) -> list[str]:
+    """The Config and Download cells: the seed row's, else pycls's file of pycls's weights."""
+    if result.row is not None:
+        return [result.row.config, result.row.file]
+    weights = result.zoo_weights
+    return ["-", weights.primary_file.name if weights else "-"]
+
+
+def _row(result: ValidationResult) -> list[str]:
+    """One model's row of the table: the seed table's cells, measured numbers and differences beside the published."""
+    row = result.row.accuracy if result.row else None
+    cells = [_name(result), *_complexity(result)]
+    for published, measured in ((row.top1 if row else None, result.top1), (row.top5 if row else None, result.top5)):
+        cells += [f"{published:.2f}" if published is not None else "-", f"{measured:.2f}"]
+        cells.append(f"{measured - published:+.2f}" if published is not None else "-")
+    pycls = result.references().get("pycls")
+    cells += _files(result)
+    cells += (
+        [_pair(pycls.top1, pycls.top5), _pair(result.top1 - pycls.top1, result.top5 - pycls.top5, True)]
+        if pycls
+        else ["-", "-"]
+    )
+    return [*cells, result.short_verdict()]
 
 
 SWEEP_COLUMNS = [
-    "Model", "Params (M)", "Flops (G)", "Top-1 (%)", "Top-5 (%)", "Seed table top-1 / top-5", "Δ seed table",
-    "pycls top-1 / top-5", "Δ pycls", "Result",
+    "Model", "Params(M)", "Flops(G)", "Top-1 (%)", "Measured top-1", "Δ top-1", "Top-5 (%)", "Measured top-5",
+    "Δ top-5", "Config", "Download", "pycls top-1 / top-5", "Δ pycls", "Result",
 ]  # fmt: skip
 
 
 def sweep_table(results: list[ValidationResult]) -> str:
-    """The results as a markdown table in the seed table's shape (params and flops are pycls's counts at 224x224,
-    flops as multiply-adds), with a line on the setup above and one on the verdicts below."""
+    """The results as a markdown table in the seed table's layout (its rows' names, params, flops, published
+    numbers, config and file; measured numbers and differences beside the published), pycls's numbers for pycls's
+    own weights, with a line on the setup above and one on the verdicts below."""
     first = results[0]
     rows = [SWEEP_COLUMNS, *(_row(r) for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(SWEEP_COLUMNS))]
@@ -224,8 +297,9 @@ def sweep_table(results: list[ValidationResult]) -> str:
     failed = sum(r.passed is False for r in results)
     verdicts = (
         f"{passed} PASS, {failed} FAIL of {len(results)}: PASS means top-1 and top-5 within ±{first.tolerance} pp of "
-        f"the reference ({PRESET_REFERENCE[first.preprocess].replace('_', ' ')} for the {first.preprocess} preset); "
-        "only a full, clean 50,000-image run is judged."
+        f"the weights' own reference ({REFERENCE_LABELS[PRESET_REFERENCE[first.preprocess]]} for the "
+        f"{first.preprocess} preset, where it has them); only a full, clean 50,000-image run is judged; "
+        "unidentified weights are compared with nothing."
     )
     return "\n".join([setup, "", line(SWEEP_COLUMNS), rule, *(line(row) for row in rows[1:]), "", verdicts])
 

@@ -21,6 +21,7 @@ from regnet.imagenet import IMAGENET_CLASSES, categories_problem
 from regnet.metadata import WeightsMetadata
 from regnet.zoo import zoo_models
 from regnet_convert.conversion.detect import Kind
+from regnet_convert.conversion.identity import Identity
 from regnet_convert.conversion.pipeline import load_weights
 from regnet_convert.errors import InputError
 from regnet_convert.fs.outputs import check_output
@@ -30,8 +31,10 @@ from regnet_convert.validation.dataset import find_samples, subset
 from regnet_convert.validation.distributed import Placement
 from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
 from regnet_convert.validation.loader import CropSettings, make_loader, shard
+from regnet_convert.validation.plot import check_plot_path
 from regnet_convert.validation.preprocess import Preset
 from regnet_convert.validation.report import ValidationResult
+from regnet_convert.validation.selection import checked_identity, model_of
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # DataLoader workers: one per core, at most 8
 
@@ -58,6 +61,7 @@ class ValidationOptions:
     demo: bool = False
     json_path: str | Path | None = None
     table_path: str | Path | None = None
+    plot_path: str | Path | None = None
     cache: str | Path | None = None
 
     def __post_init__(self) -> None:
@@ -77,6 +81,7 @@ class Candidate:
     model: regnet.RegNet
     metadata: WeightsMetadata
     path: Path
+    identity: Identity | None = None
     kind: Kind = "native"  # the format it was read from (detect.KIND_NAMES)
 
 
@@ -95,9 +100,10 @@ def load_candidate(path: Path, name: str | None, label: str | None = "--weights"
         raise InputError(path, f"has {classes} classes; ImageNet-1k validation needs {IMAGENET_CLASSES}")
     if problem := categories_problem(metadata.categories):
         raise InputError(path, problem)
-    if name and metadata.config != regnet.zoo_config(name):
+    if name and metadata.config != regnet.zoo_config(model_of(name)):
         raise InputError(path, f"holds {metadata.model}, not the --model {name} architecture")
-    return Candidate(model, metadata, path)
+    identity = checked_identity(metadata, path, name, exact=label is None)
+    return Candidate(model, metadata, path, identity, loaded.kind)
 
 
 def resolve_models(options: ValidationOptions) -> list[Candidate]:
@@ -135,11 +141,14 @@ def check_outputs(options: ValidationOptions, candidates: list[Candidate], image
     """Refuse --json and --table outputs now, not after 50,000 images."""
     inputs = json_inputs(options, [c.path for c in candidates], images)
     targets = {}
-    for label, path in (("--json", options.json_path), ("--table", options.table_path)):
+    if options.plot_path is not None:
+        check_plot_path(options.plot_path)
+    for label, path in (("--json", options.json_path), ("--table", options.table_path), ("--plot", options.plot_path)):
         if path is not None:
-            targets[label] = check_output(path, True, inputs, label=label)
-    if len(targets) == 2 and targets["--json"].resolve() == targets["--table"].resolve():
-        raise InputError(f"--table {options.table_path}", "is the --json file too; give two names")
+            target = check_output(path, True, inputs, label=label).resolve()
+            if other := next((name for name, known in targets.items() if known == target), None):
+                raise InputError(f"{label} {path}", f"is the {other} file too; give each its own name")
+            targets[label] = target
 
 
 def check_cache_folder(options: ValidationOptions) -> None:
@@ -244,6 +253,7 @@ def result_of(
         wall_seconds=wall,
         demo=options.demo,
         zoo=None if options.demo else zoo_models().get(metadata.model),
+        identity=None if options.demo else candidate.identity,
         weights_dtype=weights_dtype,
         weights_format=candidate.kind,
     )

@@ -1,5 +1,5 @@
-"""Which zoo models a `regnet-validate` run covers: `--model` names and the groups `starred` and `all`, and
-where their converted weights are."""
+"""Which zoo weights a `regnet-validate` run covers: `--model` names (`MODEL` for pycls's weights, `MODEL.TAG`) and
+the groups `seed`, `starred` and `all`, and where their converted weights are."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import regnet
+from regnet.metadata import WeightsMetadata
 from regnet.paths import checkpoints_dir
-from regnet.zoo import zoo_models
+from regnet.zoo import DEFAULT_TAG, seed_rows, weights_key, zoo_weights
+from regnet_convert.conversion.identity import Identity, identity_of
 from regnet_convert.errors import InputError
 
 GROUPS = {
-    "starred": "the seed table's RegNetX models (mmclassification's starred rows)",
+    "seed": "the seed table's 16 rows in its order (8 trained by mmclassification, 8 starred)",
+    "starred": "the seed table's RegNetX models converted from pycls (mmclassification's starred rows)",
     "all": "every zoo model with converted weights in the checkpoints folder",
 }
 
@@ -30,13 +32,42 @@ class MissingWeights(InputError):
 
 
 def starred() -> list[str]:
-    """The seed table's models: the zoo models it has numbers for, in the zoo's order."""
-    return [name for name, entry in zoo_models().items() if entry.seed_table is not None]
+    """The seed table's starred rows: pycls's weights it has numbers for, by model name, in the zoo's order."""
+    return [w.model for w in zoo_weights().values() if w.row is not None and w.tag == DEFAULT_TAG]
+
+
+def seed() -> list[str]:
+    """The weights of the seed table's 16 rows, in its order (`short` names)."""
+    return [short(row.weights) for row in seed_rows()]
+
+
+def short(key: str) -> str:
+    """How a run names weights: `regnetx_400mf` for pycls's (the default tag), else `regnetx_400mf.mmcls_in1k`."""
+    return zoo_weights()[key].short
 
 
 def weights_path(name: str) -> Path:
-    """Where a zoo model's converted weights live: `checkpoints/NAME.safetensors`."""
-    return checkpoints_dir() / f"{name}.safetensors"
+    """Where converted weights live: `checkpoints/MODEL.safetensors` for pycls's, else `MODEL.TAG.safetensors`."""
+    return checkpoints_dir() / zoo_weights()[weights_key(name)].converted_name
+
+
+def model_of(name: str) -> str:
+    """The architecture a `--model` value names: `regnetx_400mf.mmcls_in1k` -> `regnetx_400mf`."""
+    return weights_key(name).rsplit(".", 1)[0]
+
+
+def checked_identity(metadata: WeightsMetadata, path: Path, name: str | None, exact: bool) -> Identity:
+    """The weights' identity; InputError where they are identified as other weights than `--model` names (any
+    weights found in the checkpoints folder, `exact`; with --weights only where --model names a tag)."""
+    identity = identity_of(metadata, path)
+    if name is None or identity.weights is None or not (exact or "." in short(weights_key(name))):
+        return identity
+    if identity.weights != weights_key(name):
+        raise InputError(
+            path,
+            f"holds {identity.weights} ({identity.identified_by}: {identity.evidence}), not the --model {name} weights",
+        )
+    return identity
 
 
 def is_group(name: str) -> bool:
@@ -45,14 +76,16 @@ def is_group(name: str) -> bool:
 
 
 def expand(names: Sequence[str]) -> list[str]:
-    """Canonical zoo names, in the order given and each once, `starred` and `all` expanded."""
+    """Weights in their `short` names, in the order given and each once, the groups expanded."""
     models: list[str] = []
     for name in names:
         key = name.strip().lower()
-        if key == "starred":
+        if key == "seed":
+            group = seed()
+        elif key == "starred":
             group = starred()
         elif key == "all":
-            group = [model for model in zoo_models() if weights_path(model).exists()]
+            group = [short(k) for k in zoo_weights() if weights_path(k).exists()]
             if not group:
                 raise InputError(
                     checkpoints_dir(),
@@ -60,7 +93,7 @@ def expand(names: Sequence[str]) -> list[str]:
                 )
         else:
             try:
-                group = [regnet.canonical_name(name)]
+                group = [short(weights_key(name))]
             except KeyError as exc:
                 raise InputError(None, f"--model: {exc.args[0]}; or a group: {', '.join(GROUPS)}") from None
         models += [model for model in group if model not in models]

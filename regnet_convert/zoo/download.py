@@ -270,11 +270,10 @@ def _verify(url: str, path: Path, size: int | None, sha256: str | None, expected
     if size is not None and actual != size:
         path.unlink()
         raise InputError(url, f"not the expected file: {actual} bytes, {expected_from} says {size}; removed")
-    if sha256 is not None and (digest := file_sha256(path)) != sha256:
+    if sha256 is not None and not (digest := file_sha256(path)).startswith(sha256):
         path.unlink()
-        raise InputError(
-            url, f"not the expected file: sha256 {digest[:16]}..., {expected_from} says {sha256[:16]}...; removed"
-        )
+        shown = f"{sha256[:16]}..." if len(sha256) > 16 else sha256
+        raise InputError(url, f"not the expected file: sha256 {digest[:16]}..., {expected_from} says {shown}; removed")
 
 
 def _complete(
@@ -309,9 +308,12 @@ def download(
 ) -> Path:
     """Fetch `url` to `destination`, resuming `destination.part` when the server allows ranges.
 
-    `size`/`sha256` (when known; `expected_from` says who knows them) are checked, for a file already in place too;
-    `max_size` bounds a file whose size nothing announces.
+    `size`/`sha256` (when known; `expected_from` says who knows them) are checked, for a file already in place too:
+    `sha256` is the whole hash or its first hex digits (at least 8, as a file name carries them, torch.hub's
+    `check_hash` convention); `max_size` bounds a file whose size nothing announces.
     """
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
+        raise ValueError(f"not a sha256 or a prefix of one: {sha256[:70]!r}")
     if _regular_or_absent(destination):
         _verify(str(destination), destination, size, sha256, expected_from)
         return destination
