@@ -561,7 +561,8 @@ def test_list_never_crashes(checkpoints, setup, column, served, zoo_zygote: Zygo
     env = environment(folder, {"REGNET_CHECKPOINTS": f"{{folder}}/{checkpoints}"})
     outcome = zoo_zygote.run(CONVERT, ["zoo", "list"], folder, env, 30)
     assert outcome.code == 0 and not outcome.stderr, outcome.stderr
-    rows = outcome.stdout.splitlines()
-    assert len(rows) == 25 and next(r for r in rows if r.startswith("regnetx_200mf ")).endswith(f"  {column}")
-    assert all(r.endswith("  no") for r in rows[1:] if not r.startswith("regnetx_200mf "))
+    seed, pycls = outcome.stdout.split("\n\n")
+    rows = seed.splitlines()[2:] + pycls.splitlines()[2:]
+    assert len(rows) == 16 + 24 and next(r for r in rows if r.startswith("regnetx_200mf.pycls_in1k ")).endswith(f"  {column}")
+    assert all(r.endswith("  no") for r in rows if not r.startswith("regnetx_200mf.pycls_in1k "))
     assert snapshot(folder) == before

@@ -162,11 +162,13 @@ def test_wheel_installed_elsewhere_runs_its_console_scripts(tmp_path):
 
     convert, validate = str(bin_dir / "regnet-convert"), str(bin_dir / "regnet-validate")
 
-    # zoo list: 24 models from the packaged table; converted files are looked for in ~/.cache (no ./checkpoints)
-    listed = run(convert, "zoo", "list").splitlines()
-    assert len(listed) == 25 and listed[0].startswith("model")
-    assert {line.split()[0] for line in listed[1:]} == set(regnet.ZOO)
-    assert all(line.endswith("  no") for line in listed[1:])
+    # zoo list: the seed table's 16 rows and pycls's 24 models from the packaged table; converted files are looked
+    # for in ~/.cache (no ./checkpoints)
+    seed, pycls = run(convert, "zoo", "list").split("\n\n")
+    rows, models = seed.splitlines()[2:], pycls.splitlines()[2:]
+    assert len(rows) == 16 and rows[0].startswith("RegNetX-400MF ") and rows[-1].startswith("RegNetX-12GF* ")
+    assert {line.split()[0] for line in models} == {f"{name}.pycls_in1k" for name in regnet.ZOO}
+    assert all(line.endswith("  no") for line in rows + models)
     assert tree(home) == set()  # listing creates no folder
 
     # a conversion writes where asked (relative to the working folder) and says where
@@ -195,8 +197,8 @@ def test_wheel_installed_elsewhere_runs_its_console_scripts(tmp_path):
     default = home / ".cache" / "regnet-convert" / "checkpoints"
     default.mkdir(parents=True)
     shutil.copy(output, default / f"{MODEL}.safetensors")
-    listed = run(convert, "zoo", "list").splitlines()
-    assert {line.split()[0]: line.split()[-1] for line in listed[1:]}[MODEL] == "yes"
+    models = run(convert, "zoo", "list").split("\n\n")[1].splitlines()[2:]
+    assert {line.split()[0]: line.split()[-1] for line in models}[f"{MODEL}.pycls_in1k"] == "yes"
 
     assert tree(work) == {"out", "out/regnetx_200mf.safetensors", "r.json"}
     assert tree(site) == installed, "the commands wrote into the install"
