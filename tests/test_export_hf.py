@@ -88,6 +88,7 @@ def test_transformers_loads_every_exported_zoo_model_and_computes_pycls_logits(t
     source = save_genuine_checkpoint(reference, tmp_path / "train")
     cli("export", source, tmp_path / "hf", "--to", "hf")
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "README.md",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

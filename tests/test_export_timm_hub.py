@@ -52,7 +52,7 @@ def test_timm_loads_every_zoo_export_and_computes_pycls_logits(tmp_path, name):
     hub = tmp_path / "hub"
     result = export(source, hub, "--quiet")
     assert result.exit_code == 0 and not result.output, result.output
-    assert sorted(p.name for p in hub.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((hub / "config.json").read_text())
     assert config["architecture"] == regnet.zoo_model(name).timm_name and config["num_classes"] == 1000
     model = load_hub(hub)
