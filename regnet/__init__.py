@@ -4,6 +4,7 @@ from regnet.config import RegNetConfig, StageConfig
 from regnet.design import RegNetParams
 from regnet.metadata import WeightsFileError
 from regnet.model import RegNet
+from regnet.transforms import Transform, transforms
 from regnet.weights import is_safetensors, load, read_header, read_metadata, save
 from regnet.zoo import ZOO, ZooModel, canonical_name, pycls_name, zoo_config, zoo_model, zoo_models
 
@@ -13,6 +14,7 @@ __all__ = [
     "RegNetConfig",
     "RegNetParams",
     "StageConfig",
+    "Transform",
     "WeightsFileError",
     "ZooModel",
     "canonical_name",
@@ -23,6 +25,7 @@ __all__ = [
     "read_header",
     "read_metadata",
     "save",
+    "transforms",
     "zoo_config",
     "zoo_model",
     "zoo_models",

@@ -23,8 +23,8 @@ from opencv_reference import PYCLS_MEAN, PYCLS_STD, pycls_test_input, pycls_val_
 from parity_images import parity_images
 from pycls.datasets.transforms import color_norm
 
+from regnet import preprocess as shared_preprocess
 from regnet_convert.errors import InputError
-from regnet_convert.validation import preprocess
 from regnet_convert.validation.loader import CropSettings, ValidationImages, make_loader
 from regnet_convert.validation.preprocess import (
     IMAGE_EXTENSIONS,
@@ -306,7 +306,7 @@ def test_normalize_of_uint8_is_mmcls_normalize(device, route, monkeypatch):
     0..255 in every channel (and a batch of 40 images, sliced in 16s), by the fast float32 route and by mmcv's
     literal float64 one (its fallback); pycls's order of operations is not."""
     if route == "float64-multiply":
-        monkeypatch.setattr(preprocess, "_float32_division_is_exact", lambda mean, std: False)
+        monkeypatch.setattr(shared_preprocess, "_float32_division_is_exact", lambda mean, std: False)
     values = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3)
     batch = np.concatenate([values[None], np.random.default_rng(0).integers(0, 256, (39, 3, 16, 16), np.uint8)])
     steps = [step for step in mmcls_oracle.bundled_test_pipeline() if step["type"] == "Normalize"]
