@@ -43,7 +43,8 @@ ALLOWED = {
     "export": {"sources", "conversion"},
     "validation": {"sources", "conversion"},
     "zoo": {"sources", "conversion"},
-    "cli": {"sources", "conversion", "export", "validation", "zoo"},
+    "prediction": {"sources", "conversion"},
+    "cli": {"sources", "conversion", "export", "validation", "zoo", "prediction"},
     "fs": set(),
 }
 

@@ -11,6 +11,7 @@ import click
 from regnet_convert import __version__
 from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
+from regnet_convert.cli.predict import predict
 from regnet_convert.cli.zoo import zoo
 from regnet_convert.conversion.pipeline import DTYPES, convert
 from regnet_convert.conversion.identity import declared_weights
@@ -30,6 +31,7 @@ def main() -> None:
     Exports:  export SOURCE OUTPUT --to timm|torchvision|hf|timm-hub|onnx|mmcls
     Zoo:      zoo list, zoo fetch NAME... (the seed table's 16 rows, pycls's 24 models: verify, convert)
     Inspect:  inspect PATH (any weights the tool reads or writes, a folder or an .onnx included)
+    Predict:  predict WEIGHTS IMAGE... (top-k classes, preprocessed as regnet-validate does)
 
     \b
     Examples:
@@ -124,6 +126,7 @@ conversion_command(
     RGB_SOURCE,
 )
 main.add_command(zoo)
+main.add_command(predict)
 
 
 @main.command("inspect")
