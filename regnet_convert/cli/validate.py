@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from regnet_convert import __version__
 from regnet_convert.cli.common import ReportingCommand, console_script
 from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.process import emit, printable
@@ -36,6 +37,7 @@ class FiniteFloat(click.ParamType):
 
 
 @click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="regnet-validate")
 @click.option(
     "--model",
     metavar="NAME",
