@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from helpers import class_folder, convert_file, native_model_with_random_bn
+from helpers import class_folder, convert_file, generated_val_set, native_model_with_random_bn
 from images import photo_set
 from mmcls_oracle import CONFIGS, classifier, config, load_model, mmcls_input, predict
 from test_zoo_fetch import ZooServer
@@ -30,10 +30,12 @@ from zoo_manifest import overridden
 
 import regnet
 from regnet.zoo import HASH_IN_NAME, seed_base_url, seed_rows, weights_key, zoo_files, zoo_model, zoo_weights
+from regnet_convert.cli import validate as cli_validate
 from regnet_convert.cli.convert import main as convert_main
 from regnet_convert.cli.validate import main as validate_main
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
-from regnet_convert.validation import report
+from regnet_convert.validation import loader, plot, report
+from regnet_convert.validation.preprocess import load_crop
 
 TRAINED_400MF = "regnetx-400mf_8xb128_in1k_20211213-89bfc226.pth"
 PHOTOS = 16
@@ -293,3 +295,65 @@ def test_seed_with_nothing_converted_lists_the_16_missing_files(runner, tmp_path
     assert lines[-1].startswith("error: ") and "16 of 16 models" in lines[-1]
     assert lines[-1].endswith("get them with: regnet-convert zoo fetch " + " ".join(names))
     assert sum("zoo fetch regnetx_400mf.mmcls_in1k regnetx_800mf" in line for line in lines) == 1
+
+
+@pytest.fixture(scope="module")
+def seed_folder(tmp_path_factory):
+    """All 16 rows converted (random weights: each architecture's pycls-format file, once as pycls's weights and once
+    declared as mmclassification's) and one generated image."""
+    root = tmp_path_factory.mktemp("seed-run")
+    checkpoints = root / "checkpoints"
+    checkpoints.mkdir()
+    for row in seed_rows()[8:]:
+        weights = zoo_weights()[row.weights]
+        source = write_pycls_checkpoint(
+            native_model_with_random_bn(weights.model, seed=5), root / "source.pyth", regnet.ZOO[weights.model]
+        )
+        convert_file(source, checkpoints / weights.converted_name)
+        trained = zoo_weights()[f"{weights.model}.mmcls_in1k"]
+        convert_file(source, checkpoints / trained.converted_name, declare=trained.key)
+        source.unlink()
+    return checkpoints, generated_val_set(root, 1, seed=9)
+
+
+@pytest.mark.slow
+def test_seed_runs_the_16_rows_in_one_pass_with_table_and_plots(runner, seed_folder, tmp_path, monkeypatch):
+    checkpoints, val = seed_folder
+    decodes = []
+    monkeypatch.setattr(loader, "load_crop", lambda path, *a, **k: decodes.append(path) or load_crop(path, *a, **k))
+    figures = []
+    monkeypatch.setattr(cli_validate, "write_plot", lambda *a: figures.append(plot.write_plot(*a)) or figures[-1])
+    table, png, svg, out = tmp_path / "seed.md", tmp_path / "seed.png", tmp_path / "seed.svg", tmp_path / "r.json"
+    argv = ["--model", "seed", "--data", str(val), "--workers", "0", "--quiet", "--json", str(out)]
+    for picture in (png, svg):
+        result = runner.invoke(
+            validate_main,
+            [*argv, "--table", str(table), "--plot", str(picture)],
+            env={"REGNET_CHECKPOINTS": str(checkpoints)},
+        )
+        assert result.exit_code == 0, result.output
+    assert len(decodes) == 2  # two runs, the image decoded once in each for all 16 models
+    records = json.loads(out.read_text())
+    assert [r["reference"]["row"] for r in records] == [row.name for row in seed_rows()]
+    for record, row in zip(records, seed_rows(), strict=True):
+        assert (record["reference"]["top1"], record["reference"]["top5"]) == (row.accuracy.top1, row.accuracy.top5)
+        assert record["reference"]["identified_by"] == ("declared" if row.weights.endswith("mmcls_in1k") else
+                                                        "pycls-format")  # fmt: skip
+        assert (record["reference"]["pycls"] is None) == row.weights.endswith("mmcls_in1k")
+    lines = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [c.strip() for c in lines[0].split("|")[1:6]] == ["Model", "Params(M)", "Flops(G)", "Top-1 (%)",
+                                                              "Measured top-1"]  # fmt: skip
+    for cell, row, record in zip(cells, seed_rows(), records, strict=True):  # the seed's rows, cells and order
+        assert cell[:4] == [row.name, str(row.params_m), str(row.gflops), f"{row.accuracy.top1:.2f}"]
+        assert cell[4:7] == [f"{record['top1']:.2f}", f"{record['top1'] - row.accuracy.top1:+.2f}",
+                             f"{row.accuracy.top5:.2f}"]  # fmt: skip
+        assert cell[9:11] == [row.config, row.file]
+    assert png.read_bytes().startswith(b"\x89PNG") and svg.read_text().lstrip().startswith("<?xml")
+    for fig in figures:  # the plotted points are the run's results and the table's numbers
+        series = {line.get_gid(): line.get_xydata().tolist() for line in fig.axes[0].lines}
+        for family, tag in (("mmcls-trained", "mmcls_in1k"), ("pycls-trained", "pycls_in1k")):
+            rows = sorted((r for r in seed_rows() if r.weights.endswith(tag)), key=lambda r: r.gflops)
+            by_row = {rec["reference"]["row"]: rec for rec in records}
+            assert series[f"published:{family}"] == [[r.gflops, r.accuracy.top1] for r in rows]
+            assert series[f"measured:{family}"] == [[r.gflops, by_row[r.name]["top1"]] for r in rows]
