@@ -14,8 +14,8 @@ from regnet_convert.errors import EXIT_FAIL, EXIT_OK
 from regnet_convert.process import emit, printable
 from regnet_convert.validation.distributed import process_group
 from regnet_convert.validation.evaluate import AMP_DTYPES
+from regnet_convert.validation.plot import check_plot_path, write_plot
 from regnet_convert.validation.preprocess import PRESETS
-from regnet_convert.validation.plot import write_plot
 from regnet_convert.validation.report import sweep_table, write_json, write_table
 from regnet_convert.validation.runner import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
 from regnet_convert.validation.selection import MissingWeights
@@ -34,6 +34,13 @@ class FiniteFloat(click.ParamType):
         if not math.isfinite(number) or number < 0:
             self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
         return number
+
+
+def checked_plot(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: a .png or .svg name, matplotlib installed (before any weights are read)."""
+    if value is not None:
+        check_plot_path(value)
+    return value
 
 
 @click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,6 +105,7 @@ class FiniteFloat(click.ParamType):
     "plot_path",
     type=click.Path(),
     metavar="FILE.png|FILE.svg",
+    callback=checked_plot,
     help="Also draw top-1 against GFLOPs, published and measured, per family (pycls- or mmcls-trained), with the"
     " tolerance band (needs matplotlib: pip install 'regnet-convert[plot]').",
 )
@@ -140,10 +148,10 @@ def main(json_path: str | None, quiet: bool, **kwargs) -> None:
             write_json(json_path, records if options.sweep else records[0], inputs)
         if options.table_path:
             write_table(options.table_path, results, inputs)
-    sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
-
         if options.plot_path:
             write_plot(options.plot_path, results, inputs)
+    sys.exit(EXIT_FAIL if any(r.passed is False for r in results) else EXIT_OK)
+
 
 run = console_script(main)  # the console script
 
