@@ -14,10 +14,12 @@ STAMP := $(VENV)/.installed
 # (setuptools<70) in its build environment; their pinned deps would swap torch
 ORACLES := pycls==0.1.1 yacs simplejson
 MM_ORACLES := mmcv==1.7.2 mmcls==0.25.0
+# pytest-xdist: one worker per core (at most 4: each holds its own copies of the session fixtures and zoo models)
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4
 ORACLE_TESTS := tests/test_known_answers.py tests/test_preprocess.py tests/test_zoo_equivalence.py tests/test_timm.py \
 	tests/test_export.py tests/test_export_hf.py tests/test_export_mmcls.py tests/test_export_onnx.py
 
-.PHONY: install test test-latest test-floor lint demo bench lock clean
+.PHONY: install test test-fast test-latest test-floor lint demo bench lock clean
 
 # what the demo needs: the package and its runtime dependencies (no test oracle)
 $(RUNTIME): pyproject.toml Makefile $(LOCK) tools/check_lock.py
@@ -41,8 +43,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# every test; whole files per worker, so that each module's fixtures are built once
 test: $(STAMP) lint test-floor
-	$(BIN)/python -m pytest -q
+	$(PYTEST) --dist loadfile
+
+# the inner loop (<= 90 s on 2 cores): every subpackage, no slow test and no crafted-input case (make test runs
+# them); neither lint nor the floor venv
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow and not hostile"
 
 demo: $(RUNTIME)
 	$(BIN)/python -m regnet_convert.demo

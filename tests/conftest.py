@@ -1,12 +1,35 @@
-"""Shared fixtures: a CLI runner and a converted model. Shared plain helpers are in helpers.py."""
+"""Shared fixtures: a CLI runner, a converted model, one thread per test module; and the run's preconditions
+(the oracles installed, one core per parallel worker). Shared plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
+import torch
 from click.testing import CliRunner
 from crafted import Fixtures, build_fixtures
-from helpers import convert_file, native_model_with_random_bn
+from helpers import convert_file, native_model_with_random_bn, one_torch_thread
 from hostile import Zygote
+
+# Test-only oracles that the `test` extra cannot pin (their own pins would swap torch): the Makefile installs them.
+ORACLES = {"pycls": "0.1.1", "mmcv": "1.7.2", "mmcls": "0.25.0"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the run, with one line, where the oracles are missing (`pip install -e .[test]` alone); and give each
+    pytest-xdist worker one core's worth of threads (two spin-waiting OpenMP pools on two cores lose ~10x)."""
+    missing = [name for name in ORACLES if importlib.util.find_spec(name) is None]
+    if missing:
+        wanted = ", ".join(f"{name} {version}" for name, version in ORACLES.items())
+        raise pytest.UsageError(
+            f"the test oracles {wanted} are installed by `make install` (see the Makefile), not by the test extra; "
+            f"missing: {', '.join(missing)}"
+        )
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for the child processes too
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +70,11 @@ def converted_200mf(tmp_path_factory):
     original = native_model_with_random_bn("regnetx_200mf", seed=1)
     source = write_pycls_checkpoint(original, folder / "RegNetX-200MF.pyth", regnet.ZOO["regnetx_200mf"])
     return convert_file(source, folder / "regnetx_200mf.safetensors"), original
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): 64x64 forwards gain
+    little from threads, and two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
+    with one_torch_thread():
+        yield

@@ -7,9 +7,10 @@ library's `convert` directly (no command line, no exit status). Validating: `val
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -51,6 +52,18 @@ def native_model_with_random_bn(name: str, seed: int, affine: bool = False) -> r
             bn.running_mean.normal_(0, 0.1)
             bn.running_var.uniform_(0.5, 2.0)
     return model
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside the block, the previous count restored after it (the `one_thread` fixture; the
+    fast-path cache's key holds the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- the command-line tools, in-process ---------------------------------------------------------------------

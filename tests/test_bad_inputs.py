@@ -18,6 +18,8 @@ from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 from regnet_convert.cli.convert import main
 
+pytestmark = pytest.mark.hostile
+
 
 def run_failing(runner, *args) -> str:
     """Run the CLI, expect failure, return its single stderr line."""
@@ -139,6 +141,7 @@ def test_unwritable_output_directory(tmp_path, runner, zoo_checkpoint, output):
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_failure_mid_write_leaves_no_partial_file(tmp_path, zoo_checkpoint):
     """The process may write at most 64 KiB: writing the ~11 MB output fails half way."""
     output = tmp_path / "out" / "model.safetensors"

@@ -29,13 +29,7 @@ from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_te
 
 IMAGES = 6
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +168,7 @@ def built(setup, tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.slow
 def test_damaged_or_stale_entry_is_rebuilt_not_used(damage, runner, setup, built, tmp_path, decodes):
     cache = Path(shutil.copytree(built, tmp_path / "cache", symlinks=True))
     [entry] = entries(cache)
@@ -245,6 +240,7 @@ main(sys.argv[1:], prog_name="regnet-validate")
 """
 
 
+@pytest.mark.slow
 def test_crash_mid_build_leaves_no_entry_that_looks_valid(runner, setup, tmp_path, decodes):
     weights, val = setup
     cache = tmp_path / "cache"

@@ -25,6 +25,8 @@ def pycls_to_mmcls(key: str, prefix: str, head: str) -> str:
 
 
 @pytest.mark.parametrize("prefix, head", [("backbone.", "head.fc"), ("", "fc")])
+@pytest.mark.oracle
+@pytest.mark.slow
 def test_mmcls_checkpoint_converts_to_the_same_tensors_and_logits(tmp_path, runner, prefix, head):
     reference = randomize(build("regnetx_800mf"), seed=4)
     pycls_file = save_genuine_checkpoint(reference, tmp_path / "train")
@@ -43,6 +45,7 @@ def test_mmcls_checkpoint_converts_to_the_same_tensors_and_logits(tmp_path, runn
         assert torch.equal(converted(x), reference(x))
 
 
+@pytest.mark.oracle
 def test_mmcls_unknown_keys_are_an_error(tmp_path, runner):
     reference = randomize(build("regnety_200mf"))  # mmcls has no squeeze-excitation: SE keys are unknown there
     state = {k.replace("s1.", "layer1.").replace("stem.conv", "conv1"): v for k, v in reference.state_dict().items()}

@@ -25,6 +25,8 @@ import regnet
 from regnet_convert.cli.convert import main as convert_main
 from regnet_convert.validation import preprocess
 
+pytestmark = [pytest.mark.slow, pytest.mark.oracle]
+
 
 @torch.no_grad()
 def calibrated_reference(inputs: torch.Tensor) -> torch.nn.Module:

@@ -25,6 +25,8 @@ from regnet.layouts import LAYOUTS
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 
+pytestmark = pytest.mark.oracle
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -69,6 +71,7 @@ def assert_computes_pycls_logits(model: nn.Module, state: dict, reference: nn.Mo
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.slow
 def test_torchvision_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, name):
     reference = randomize(build(name), seed=5)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
@@ -121,6 +124,7 @@ def test_torchvision_key_mapping_inverts_on_torchvisions_own_names():
 
 @pytest.mark.parametrize("target", ["timm", "torchvision"])
 @pytest.mark.parametrize("name", [*regnet.ZOO, "custom"])
+@pytest.mark.slow
 def test_native_to_target_to_native_is_bit_identical(tmp_path, name, target):
     """Export to a library's layout, import it back: every tensor as it was (the stem reversed twice)."""
     if name == "custom":

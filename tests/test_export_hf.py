@@ -30,6 +30,8 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.hf import groups_width, refuse
 
+pytestmark = pytest.mark.oracle
+
 STEM = "regnet.embedder.embedder.convolution.weight"
 HF = LAYOUTS["hf"]
 
@@ -83,6 +85,7 @@ def test_no_zoo_model_is_refused_and_regnetx_8gf_needs_the_wider_group_width():
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.slow
 def test_transformers_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, name):
     reference = randomize(build(name), seed=5)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
@@ -198,6 +201,7 @@ def test_import_reads_what_transformers_wrote(tmp_path, layer_type, weights):
 
 
 @pytest.mark.parametrize("name", [*regnet.ZOO, "custom"])
+@pytest.mark.slow
 def test_native_to_hf_to_native_is_bit_identical(tmp_path, name):
     """Export to a transformers folder, import it back: every tensor as it was (the stem reversed twice)."""
     if name == "custom":

@@ -35,6 +35,8 @@ from safetensors.torch import load_file
 import regnet
 from regnet_convert.cli.convert import main
 
+pytestmark = pytest.mark.oracle
+
 REGNETX = [name for name, design in regnet.ZOO.items() if design.se_ratio is None]
 WITH_BUNDLED_CONFIG = ["regnetx_400mf", "regnetx_800mf", "regnetx_1.6gf", "regnetx_3.2gf", "regnetx_4.0gf",
                        "regnetx_6.4gf", "regnetx_8.0gf", "regnetx_12gf"]  # fmt: skip
@@ -68,6 +70,7 @@ def test_the_bundled_configs_are_the_eight_expected():
 
 
 @pytest.mark.parametrize("name", REGNETX)
+@pytest.mark.slow
 def test_mmcls_loads_every_exported_regnetx_strictly_and_computes_pycls_logits(tmp_path, name):
     reference = randomize(build(name), seed=5)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
@@ -179,12 +182,14 @@ def labelled_by_mmcls(tmp_path_factory):
     return root, source, exported, labels
 
 
+@pytest.mark.slow
 def test_mmcls_labels_are_diverse(labelled_by_mmcls):
     _, _, _, labels = labelled_by_mmcls
     assert len(labels) == 48 and len(set(labels)) >= 20
 
 
 @pytest.mark.parametrize("weights", ["pycls", "exported"])
+@pytest.mark.slow
 def test_mmcls_preset_scores_100_on_mmcls_own_labels(tmp_path, labelled_by_mmcls, weights):
     root, source, exported, _ = labelled_by_mmcls
     if weights == "exported":  # the mmcls file read back
@@ -197,6 +202,7 @@ def test_mmcls_preset_scores_100_on_mmcls_own_labels(tmp_path, labelled_by_mmcls
     assert record["images"] == 48 and record["top1"] == 100.0
 
 
+@pytest.mark.slow
 def test_pycls_preset_misses_mmcls_labels(tmp_path, labelled_by_mmcls):
     """The labels are sharp enough to tell the presets apart (crop origin, resize arithmetic)."""
     root, source, _, _ = labelled_by_mmcls

@@ -27,6 +27,8 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+
 CONSOLE_SCRIPT = Path(sys.executable).with_name("regnet-convert")
 TOLERANCE = 1e-4  # relative: max |onnxruntime - torch| / max |torch|
 

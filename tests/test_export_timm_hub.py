@@ -25,6 +25,8 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.timm_hub import crop_pct
 
+pytestmark = pytest.mark.oracle
+
 PYCLS_RGB_MEAN, PYCLS_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -46,6 +48,7 @@ def load_hub(folder) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.slow
 def test_timm_loads_every_zoo_export_and_computes_pycls_logits(tmp_path, name):
     reference = randomize(build(name), seed=11)
     source = save_genuine_checkpoint(reference, tmp_path / "train")

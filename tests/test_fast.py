@@ -11,6 +11,8 @@ from helpers import generated_val_set, native_model_with_random_bn, relative_dif
 from regnet import fast_cache
 from regnet.fast import PackagedModel, fast_model, fold_batchnorm
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module", autouse=True)
 def package_cache(tmp_path_factory):

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from crafted import build_fixtures, copy_val
+from crafted import copy_val
 from helpers import relative_difference
-from hostile import Zygote, snapshot
+from hostile import snapshot
 
 from regnet import RegNet, fast_cache
 from regnet.config import RegNetConfig, StageConfig
 from regnet.fast import fast_model
+
+pytestmark = pytest.mark.slow
 
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32  # input height and width of the in-process cases
@@ -135,18 +137,6 @@ def test_damaged_or_stale_entry_is_rebuilt(damage, tiny, cache):
 # ---- whole `regnet-validate --fast` runs in child processes ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def genuine(tmp_path_factory):
-    return build_fixtures(tmp_path_factory.mktemp("genuine"))
-
-
-@pytest.fixture(scope="module")
-def zygote():
-    process = Zygote()
-    yield process
-    process.close()
-
-
 def validate(folder: Path, *extra: str, warnings_are_errors: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
     """`regnet-validate` on the tiny model in `folder` as a new process; its result and JSON record."""
     argv = ["--weights", "tiny.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json", *extra]
@@ -158,11 +148,11 @@ def validate(folder: Path, *extra: str, warnings_are_errors: bool = False) -> tu
 
 
 @pytest.fixture(scope="module")
-def primed(genuine, tmp_path_factory):
+def primed(fixtures, tmp_path_factory):
     """A folder with the tiny model, its images, and a cache filled by one `--fast` run (warnings are errors)."""
     folder = tmp_path_factory.mktemp("primed")
-    copy_val(genuine, folder)
-    shutil.copy(genuine.tiny_safetensors, folder / "tiny.safetensors")
+    copy_val(fixtures, folder)
+    shutil.copy(fixtures.tiny_safetensors, folder / "tiny.safetensors")
     reference = validate(folder)[1]
     cold = validate(folder, "--fast", warnings_are_errors=True)
     return folder, reference, cold

@@ -22,6 +22,8 @@ from regnet_convert.validation.dataset import find_samples
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.preprocess import MAX_FILE_BYTES, load_crop
 
+pytestmark = pytest.mark.hostile
+
 VALIDATE = "regnet-validate"
 W = ["--weights", "w.safetensors", "--data", "val", "--workers", "0", "--quiet"]
 

@@ -24,6 +24,8 @@ import regnet
 from regnet_convert.errors import InputError
 from regnet_convert.fs import outputs as atomic
 
+pytestmark = pytest.mark.hostile
+
 CONVERT = "regnet-convert"
 HUB_FILES = ("config.json", "model.safetensors")
 

@@ -26,12 +26,14 @@ from pathlib import Path
 import pytest
 import torch
 from crafted import copy_val
-from helpers import relative_difference
+from helpers import one_torch_thread, relative_difference
 from hostile import snapshot
 
 from regnet import RegNet, fast_cache
 from regnet.config import RegNetConfig, StageConfig
 from regnet.fast import fast_model
+
+pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32
@@ -60,21 +62,11 @@ def key_of(model: RegNet) -> dict[str, object]:
     return fast_cache.entry_key(fast_model(model, backend="eager"), TINY, (3, SIZE, SIZE))
 
 
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the key holds the thread count
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def genuine(tmp_path_factory) -> Path:
     """A package of `tiny_model(0)` for SIZE inputs and one thread, compiled once per session (a copy)."""
     root = tmp_path_factory.mktemp("fast-genuine")
-    with one_thread(), pytest.MonkeyPatch.context() as patch:
+    with one_torch_thread(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGNET_CACHE", str(root))
         fast_model(tiny_model(0), resolution=SIZE)
     (package,) = (root / "aoti").glob("*.pt2")
@@ -88,7 +80,7 @@ def cache(tmp_path, monkeypatch, genuine) -> Path:
     root.mkdir(mode=0o700)
     monkeypatch.setenv("REGNET_CACHE", str(root))
     monkeypatch.setattr(fast_cache, "_compile", lambda folded, example, path: shutil.copy(genuine, path))
-    with one_thread():
+    with one_torch_thread():
         yield root
 
 

@@ -24,6 +24,8 @@ from regnet import RegNetConfig, StageConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.export.pipeline import export
 
+pytestmark = pytest.mark.hostile
+
 CONVERT, OUT = "regnet-convert", "out.safetensors"
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 

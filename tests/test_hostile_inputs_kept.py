@@ -30,6 +30,8 @@ from regnet_convert.demo import run as run_demo
 from regnet_convert.export.pipeline import export
 from regnet_convert.validation.runner import load_candidate
 
+pytestmark = pytest.mark.hostile
+
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"
 W = ["--weights", "w.safetensors", "--data", "val", "--workers", "0", "--quiet"]

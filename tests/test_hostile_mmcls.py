@@ -20,6 +20,8 @@ import regnet
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
+pytestmark = pytest.mark.hostile
+
 Setup = Callable[[Path, Fixtures], object]
 OUT = "out.pth"
 

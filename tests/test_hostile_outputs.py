@@ -187,6 +187,7 @@ def _interrupt(script: str, argv: list[str], cwd: Path, signum: int) -> subproce
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_signal_during_write_leaves_nothing(signum, fixtures, tmp_path):
     shutil.copy(fixtures.tiny_pyth, tmp_path / "src.pyth")
     (tmp_path / OUT).write_bytes(b"previous version")
@@ -198,6 +199,7 @@ def test_signal_during_write_leaves_nothing(signum, fixtures, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_interrupted_validation_is_not_a_fail(signum, fixtures, tmp_path):
     copy_val(fixtures, tmp_path)
     shutil.copy(fixtures.tiny_safetensors, tmp_path / "w.safetensors")

@@ -21,6 +21,8 @@ from helpers import generated_val_set, unused_port
 
 from regnet_convert.validation.dataset import find_samples
 
+pytestmark = [pytest.mark.hostile, pytest.mark.slow]
+
 VALIDATE = [sys.executable, "-m", "regnet_convert.cli.validate"]
 
 

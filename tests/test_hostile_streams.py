@@ -24,6 +24,8 @@ import pytest
 from crafted import Fixtures, copy_val, edit_metadata
 from hostile import Case, Zygote, check_refusal, snapshot
 
+pytestmark = pytest.mark.hostile
+
 VALIDATE = [sys.executable, "-m", "regnet_convert.cli.validate"]
 CONVERT = [sys.executable, "-m", "regnet_convert.cli.convert"]
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31m\u202edevil\x9b\u200b"  # title, clear screen, colour, bidi, CSI, ZWSP

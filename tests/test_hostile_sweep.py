@@ -24,6 +24,8 @@ from regnet_convert.validation.dataset import find_samples
 from regnet_convert.validation.loader import CropSettings
 from regnet_convert.validation.selection import starred
 
+pytestmark = pytest.mark.hostile
+
 Setup = Callable[[Path, Fixtures], object]
 VALIDATE = "regnet-validate"
 W = ["--weights", "w.safetensors", "--data", "val"]

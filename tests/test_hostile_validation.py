@@ -316,6 +316,7 @@ def _converted(dtype: str | None, *options: str) -> Setup:
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
 @pytest.mark.parametrize("path", [[], ["--fast"], ["--channels-last"]], ids=["reference", "fast", "channels-last"])
+@pytest.mark.slow
 def test_every_dtype_validates_in_float32(dtype, path, fixtures, zygote, tmp_path):
     folder = tmp_path / "case"
     folder.mkdir()
@@ -329,7 +330,7 @@ def test_every_dtype_validates_in_float32(dtype, path, fixtures, zygote, tmp_pat
     else:
         _converted(dtype)(folder, fixtures)
     argv = ["--weights", "w.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json", *path]
-    outcome = zygote.run(VALIDATE, argv, folder)
+    outcome = zygote.run(VALIDATE, argv, folder, seconds=300)  # --fast compiles: minutes on a loaded 2-core box
     assert outcome.code == 0 and outcome.stderr == "", outcome.stderr  # no traceback, no library warning
     assert f"weights stored as {dtype}, computed in float32" in outcome.stdout
     record = __import__("json").loads((folder / "r.json").read_text())

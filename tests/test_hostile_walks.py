@@ -24,6 +24,8 @@ from hostile import Case, Zygote, refuse
 
 from regnet_convert.sources.checkpoint import _storages
 
+pytestmark = pytest.mark.hostile
+
 Setup = Callable[[Path, Fixtures], object]
 CONVERT, VALIDATE = "regnet-convert", "regnet-validate"
 LEVELS = 60

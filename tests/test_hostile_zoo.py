@@ -27,6 +27,8 @@ from pycls_oracle import build, randomize, save_genuine_checkpoint
 
 from regnet import read_metadata
 
+pytestmark = pytest.mark.hostile
+
 ZOO_PATH = "dds_baselines/160905981/RegNetX-200MF_dds_8gpu.pyth"
 DOWNLOAD = "RegNetX-200MF_dds_8gpu.pyth"
 CACHED, PART = f"cache/{DOWNLOAD}", f"cache/{DOWNLOAD}.part"
@@ -563,6 +565,8 @@ def test_list_never_crashes(checkpoints, setup, column, served, zoo_zygote: Zygo
     assert outcome.code == 0 and not outcome.stderr, outcome.stderr
     seed, pycls = outcome.stdout.split("\n\n")
     rows = seed.splitlines()[2:] + pycls.splitlines()[2:]
-    assert len(rows) == 16 + 24 and next(r for r in rows if r.startswith("regnetx_200mf.pycls_in1k ")).endswith(f"  {column}")
+    assert len(rows) == 16 + 24 and next(r for r in rows if r.startswith("regnetx_200mf.pycls_in1k ")).endswith(
+        f"  {column}"
+    )
     assert all(r.endswith("  no") for r in rows if not r.startswith("regnetx_200mf.pycls_in1k "))
     assert snapshot(folder) == before

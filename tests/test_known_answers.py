@@ -182,6 +182,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.slow
 def test_a_sabotaged_opencv_makes_the_run_not_comparable(tmp_path, demo_run, preset):
     """A `sitecustomize` that moves `cv2.resize` by one level on one pixel: the JSON names the step, no verdict."""
     weights, data = demo_run
@@ -200,6 +201,7 @@ def test_a_sabotaged_opencv_makes_the_run_not_comparable(tmp_path, demo_run, pre
     assert "resize differs" in done.stdout and done.stderr.count("\n") == 1 and "resize" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_unsabotaged_run_says_it_is_exact(tmp_path, demo_run):
     weights, data = demo_run
     out = tmp_path / "out.json"

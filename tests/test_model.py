@@ -24,6 +24,7 @@ def test_complexity_equals_pycls_published_numbers(entry):
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.oracle
 def test_stages_equal_pycls_design_rule(name):
     configure_regnet(regnet.ZOO[name])
     args = PyclsRegNet.get_args()
@@ -34,6 +35,7 @@ def test_stages_equal_pycls_design_rule(name):
     assert [s.stride for s in stages] == args["ss"]
 
 
+@pytest.mark.oracle
 def test_complexity_at_other_resolution_matches_pycls():
     from pycls.core.config import cfg
     from pycls.core.net import complexity as pycls_complexity
@@ -77,6 +79,7 @@ def test_config_round_trips_through_dict():
     assert RegNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.oracle
 def test_create_model_uses_pycls_initialisation():
     """pycls's own `init_weights`, applied to our modules with the same seed, gives the very same tensors."""
     from pycls.core.net import init_weights
@@ -107,6 +110,8 @@ def test_backbone_api():
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.oracle
+@pytest.mark.slow
 def test_torchvision_builder_in_the_table_has_pycls_widths(name):
     """The table names a torchvision builder exactly when torchvision's RegNet has the same tensors."""
     import torchvision.models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import probe_input
 from pycls.core.checkpoint import load_checkpoint
@@ -9,6 +10,8 @@ from pycls_oracle import build
 
 import regnet
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
+
+pytestmark = pytest.mark.oracle
 
 
 def test_pycls_loads_our_checkpoint_and_computes_the_same_logits(tmp_path):

@@ -20,6 +20,8 @@ from images import synthetic, write_image
 import regnet
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
+pytestmark = pytest.mark.slow
+
 README = Path(__file__).parent.parent / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 IMAGENET = "/imagenet/val"

@@ -122,6 +122,7 @@ def test_sweep_counts_equal_single_runs_and_oracle_and_decode_once(runner, zoo, 
         assert set(single) == set(record)  # a sweep's records have the single-model shape
 
 
+@pytest.mark.slow
 def test_fast_sweep_equals_fast_single_runs(runner, zoo, tmp_path):
     sweep, _ = run(runner, zoo, tmp_path, "--model", "all", "--fast")
     assert [r["model"] for r in sweep] == list(MODELS) and all(r["fast"] for r in sweep)

@@ -25,6 +25,8 @@ from timm.models.regnet import RegNetCfg
 import regnet
 from regnet.layouts import LAYOUTS
 
+pytestmark = pytest.mark.oracle
+
 TIMM = LAYOUTS["timm"]
 TIMM_NAMES = {name: model.timm_name for name, model in regnet.zoo_models().items()}  # zoo name -> timm model name
 
@@ -78,6 +80,7 @@ def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.R
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
+@pytest.mark.slow
 def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, runner, name):
     reference = randomize(build(name), seed=7)
     source = save_genuine_checkpoint(reference, tmp_path / "train")
@@ -98,6 +101,7 @@ def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, 
     assert (pre.mean, pre.std) == (tuple(timm_cfg["mean"]), tuple(timm_cfg["std"]))
 
 
+@pytest.mark.slow
 def test_custom_regnet_round_trips_through_timms_regnetcfg(tmp_path):
     assert len(CUSTOM.stages()) == 4
     configure_regnet(CUSTOM, num_classes=10)

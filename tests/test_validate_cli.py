@@ -78,6 +78,7 @@ def test_model_without_converted_weights_says_how_to_get_them(runner, tmp_path, 
     assert "get them with: regnet-convert zoo fetch regnetx_4.0gf" in result.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_result(tmp_path, small_val, converted_200mf):
     weights, _ = converted_200mf
     common = ["--weights", str(weights), "--data", str(small_val), "--quiet", "--workers", "0", "--batch-size", "4"]

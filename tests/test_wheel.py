@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -26,6 +27,8 @@ import regnet_convert
 from regnet.imagenet import wnids
 from regnet_convert.demo import predictions
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("regnet", "regnet_convert")

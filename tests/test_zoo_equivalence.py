@@ -10,6 +10,8 @@ from pycls_oracle import build, randomize, save_genuine_checkpoint
 import regnet
 from regnet.layouts import LAYOUTS
 
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 def test_converted_zoo_model_matches_pycls(name, tmp_path, runner):

@@ -85,13 +85,20 @@ class ZooServer(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def zoo(tmp_path, monkeypatch):
-    """A served zoo holding one genuine pycls file, and empty checkpoints/cache folders."""
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """A pycls RegNetX-200MF with random weights and its checkpoint, written by pycls once for the module."""
     reference = randomize(build("regnetx_200mf"), seed=12)
+    return reference, save_genuine_checkpoint(reference, tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch, genuine):
+    """A served zoo holding one genuine pycls file (a fresh copy), and empty checkpoints/cache folders."""
+    reference, checkpoint = genuine
     served = tmp_path / "www" / ZOO_PATH
     served.parent.mkdir(parents=True)
-    shutil.move(save_genuine_checkpoint(reference, tmp_path / "train"), served)
+    shutil.copy(checkpoint, served)
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     monkeypatch.setenv("REGNET_CHECKPOINTS", str(checkpoints))
