@@ -101,6 +101,7 @@ def test_our_pipeline_reproduces_every_recorded_step(named):
 
 
 @pytest.mark.oracle
+@pytest.mark.slow
 def test_the_oracles_reproduce_every_recorded_step(named):
     """mmcls's and pycls's own code, on the installed OpenCV, numpy and torch: are they still the reference?"""
     found = drift(known_answers.step_digests, named)
