@@ -35,6 +35,8 @@ def resolve(name: str) -> tuple[ZooWeights, ZooFile]:
     default tag pycls's) from their first file (pycls's `.pyth` for pycls's weights); KeyError for neither."""
     if (named := file_named(name.strip())) is not None:
         return zoo_weights()[named.weights], named
+    if name.strip().endswith((".pth", ".pyth")):
+        raise KeyError(f"no published file is named {name[:80]!r}; zoo list names the table's files")
     weights = zoo_weights()[weights_key(name)]
     return weights, weights.primary_file
 
