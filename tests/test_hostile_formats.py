@@ -198,7 +198,7 @@ CASES = [
          with_val(copy_folder("timm_hub", config_edit(lambda c: c.update(model_type="regnet")))),
          ["w/config.json", "both a model_type", "and an architecture"]),
     Case("folder-no-config", VALIDATE, validate_args("w"),
-         with_val(copy_folder("hf", lambda f: os.remove(f / "config.json"))), ["w", "holds no config.json"]),
+         with_val(copy_folder("hf", lambda f: os.remove(f / "config.json"))), ["w", "without config.json"]),
     Case("folder-weights-link-to-device", VALIDATE, validate_args("w"),
          with_val(copy_folder("timm_hub", link("model.safetensors", lambda _: Path("/dev/zero")))),
          ["w/model.safetensors", "character device"]),

@@ -45,7 +45,7 @@ LAYOUT_OF = {"pycls": "pycls", "mmcls": "mmcls", "timm": "timm", "torchvision": 
 def describe(path: str | Path) -> list[str]:
     """Readable lines about the file or folder; InputError when it is none of the kinds the tool reads."""
     path = Path(path)
-    kind = detect(path)
+    kind = detect(path, what="file")
     if kind == "pycls":
         return _describe_checkpoint(path)
     if kind != "native":

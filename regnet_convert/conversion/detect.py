@@ -39,7 +39,11 @@ def _names_format(path: Path, keys: list[str]) -> str:
     fits = [name for name in NAMED_BY_KEYS if keys and all(FORMATS[name].to_native(k) is not None for k in keys)]
     if len(fits) != 1:
         example = repr(keys[0])[:60] if keys else "none"
-        raise InputError(path, f"holds tensors of no known RegNet layout (e.g. {example})")
+        raise InputError(
+            path,
+            f"not a converted RegNet (not a regnet-convert file), and its tensors are in no known RegNet layout "
+            f"(e.g. {example})",
+        )
     return fits[0]
 
 
@@ -47,7 +51,7 @@ def _folder_kind(folder: Path) -> Kind:
     _check_folder(folder)
     config_path = folder / "config.json"
     if not os.path.lexists(config_path):
-        raise InputError(folder, "holds no config.json: not a Hugging Face or timm-hub model folder")
+        raise InputError(folder, "is a directory without config.json, not a Hugging Face or timm-hub model folder")
     config = _read_config(config_path)
     hf, timm = "model_type" in config, "architecture" in config
     if hf == timm:
@@ -60,15 +64,16 @@ def _folder_kind(folder: Path) -> Kind:
     return "hf" if hf else "timm-hub"
 
 
-def detect(path: Path, label: str | None = None) -> Kind:
-    """The kind of weights at `path` (see KIND_NAMES); InputError naming `label`/`path` when it is none of them."""
+def detect(path: Path, label: str | None = None, what: str = "weights file") -> Kind:
+    """The kind of weights at `path` (see KIND_NAMES); InputError naming `label`/`path` (a missing or special file
+    as `what`) when it is none of them."""
     try:
         is_dir = path.is_dir()
     except OSError:
         is_dir = False
     if is_dir:
         return _folder_kind(path)
-    check_input_file(path, "weights file", label=label)
+    check_input_file(path, what, label=label)
     with open(path, "rb") as f:
         start = f.read(9)
     if start.startswith(b"PK\x03\x04") or (start[:1] == b"\x80" and start[8:9] != b"{"):
@@ -77,13 +82,13 @@ def detect(path: Path, label: str | None = None) -> Kind:
         try:
             header = regnet.read_header(path, counters=True)
         except regnet.WeightsFileError as exc:
-            raise InputError(path, str(exc)) from None
+            raise InputError(path, f"not a converted RegNet: {exc}") from None
         if header.metadata.get("format") == FORMAT:
             return "native"
         return _names_format(path, list(header.tensors))
     if start[:1] == b"\x08":
         return "onnx"
-    raise InputError(path, "neither a PyTorch checkpoint, a safetensors file nor an ONNX file")
+    raise InputError(path, "neither a PyTorch checkpoint nor a safetensors file (nor an ONNX file)")
 
 
 def _checkpoint_kind(path: Path) -> Kind:

@@ -112,7 +112,7 @@ def resolve_models(options: ValidationOptions) -> list[Candidate]:
         if len(options.model) > 1 or any(selection.is_group(name) for name in options.model):
             raise InputError(
                 "--weights",
-                "goes with at most one --model (every --weights must hold it); a sweep of zoo models takes its "
+                "goes with one --model at most (every --weights must hold it); a sweep of zoo models takes its "
                 "weights from the checkpoints folder",
             )
         name = selection.expand(options.model)[0] if options.model else None
