@@ -101,7 +101,7 @@ def already_converted(weights: ZooWeights, output: Path) -> bool:
         return False
     if problem := conversion_problem(weights, output):
         raise InputError(
-            output, f"exists but is not a valid conversion of {weights.key} ({problem}); use --force to replace it"
+            output, f"exists but is not a valid converted {weights.short} ({problem}); use --force to replace it"
         )
     return True
 
