@@ -13,8 +13,8 @@ from regnet_convert.cli.common import ReportingGroup, console_script
 from regnet_convert.cli.inspect import describe
 from regnet_convert.cli.predict import predict
 from regnet_convert.cli.zoo import zoo
-from regnet_convert.conversion.pipeline import DTYPES, convert
 from regnet_convert.conversion.identity import declared_weights
+from regnet_convert.conversion.pipeline import DTYPES, convert
 from regnet_convert.export.model_card import torchvision_lines
 from regnet_convert.export.pipeline import export
 from regnet_convert.export.targets import TARGETS
@@ -56,13 +56,13 @@ RGB_SOURCE = "The result takes RGB input, as the source does (--rgb is refused: 
 BGR_SOURCE = "The result takes BGR input, as the source does; --rgb reverses the stem's channels."
 
 
-def conversion_command(source_format: str, *paragraphs: str) -> Callable:
-    """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option, each has its own help."""
 def declared_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """A click callback: the zoo key a --declare-weights value names (InputError for unknown weights)."""
     return declared_weights(value)
 
 
+def conversion_command(source_format: str, *paragraphs: str) -> Callable:
+    """A `regnet-convert FORMAT SOURCE OUTPUT` command; the formats share every option, each has its own help."""
 
     @click.argument("source", type=click.Path(path_type=Path))
     @click.argument("output", type=click.Path())  # a str: a trailing "/" must reach the output check
@@ -73,12 +73,12 @@ def declared_option(_ctx: click.Context, _param: click.Parameter, value: str | N
         is_flag=True,
         help="Make the model take RGB (reverses a BGR stem, as timm's copies of pycls weights do).",
     )
-    @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-    @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
     @click.option("--declare-weights", "declare", metavar="MODEL.TAG", callback=declared_option,
                   help="Which published weights SOURCE holds when no hash identifies it (e.g. "
                        "regnetx_400mf.mmcls_in1k); recorded as declared. Refused if its hash or "
                        "architecture says otherwise.")  # fmt: skip
+    @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+    @click.option("-v", "--verbose", is_flag=True, help="Say how the architecture was found and what was dropped.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
     def command(source: Path, output: Path, verbose: bool, quiet: bool, **options) -> None:
         log = (lambda line: click.echo(printable(line), err=True)) if verbose and not quiet else (lambda _: None)
