@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import safetensors.torch
 import torch
-from safetensors.torch import save_file
 
 from regnet.layouts import LAYOUTS, LayoutError
 from regnet.metadata import WeightsFileError, WeightsMetadata
@@ -232,7 +232,21 @@ def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMeta
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # training counters
     layout, se = LAYOUTS[metadata.layout], bool(metadata.config.se_ratio)
     state = {layout.from_native(k, se): v for k, v in state.items()}
-    save_file(_unshared(state), os.fspath(path), metadata.to_strings())
+    write_safetensors(path, state, metadata.to_strings())
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """safetensors' own serialisation, made byte-for-byte reproducible: the same tensors and metadata always give the
+    same file (safetensors writes its metadata in hash-map order, which changes from run to run)."""
+    data = safetensors.torch.save(_unshared(tensors), metadata)
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.write(memoryview(data)[8 + length :])
 
 
 def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from regnet import RegNetConfig
 from regnet.layouts import LAYOUTS
 from regnet.metadata import WeightsMetadata
+from regnet.weights import write_safetensors
 from regnet_convert.conversion.pipeline import HF_PROVENANCE, PROVENANCE_PREFIX
 from regnet_convert.export.model_card import card
 from regnet_convert.export.target import Target
@@ -139,7 +139,9 @@ def loading_lines(metadata: WeightsMetadata) -> list[str]:
 def write(folder: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
     """config.json, model.safetensors (with its provenance), preprocessor_config.json and README.md into `folder`."""
     dtype = state["stem.conv.weight"].dtype
-    save_file(hf_state(state, bool(metadata.config.se_ratio)), str(folder / "model.safetensors"), provenance(metadata))
+    write_safetensors(
+        folder / "model.safetensors", hf_state(state, bool(metadata.config.se_ratio)), provenance(metadata)
+    )
     for name, content in (
         ("config.json", hf_config(metadata, dtype)),
         ("preprocessor_config.json", preprocessor_config(metadata)),
