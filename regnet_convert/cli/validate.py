@@ -119,7 +119,6 @@ def checked_plot(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Allowed |difference| in percentage points for PASS.")  # fmt: skip
 @click.option("--skip-bad-images", is_flag=True, help="Skip undecodable images (the result is then not comparable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--demo", is_flag=True, hidden=True)
 def main(json_path: str | None, quiet: bool, **kwargs) -> None:
     """Validate converted RegNets on ImageNet, each compared with its own published numbers.
 

@@ -36,7 +36,6 @@ class ValidationResult:
     world_size: int
     tolerance: float
     wall_seconds: float
-    demo: bool = False
     zoo: ZooModel | None = None  # the architecture's facts (complexity)
     identity: Identity | None = None  # which published weights these are: their numbers are the references
     weights_dtype: str = "float32"
@@ -62,7 +61,6 @@ class ValidationResult:
         return (
             self.zoo is not None
             and self.pipeline.exact
-            and not self.demo
             and self.expected_images == FULL_VALIDATION_SET
             and self.counts.images == FULL_VALIDATION_SET
             and not self.counts.bad_images
@@ -104,8 +102,6 @@ class ValidationResult:
         return (self.counts.images + len(self.counts.bad_images)) / max(self.wall_seconds, 1e-9)
 
     def verdict(self) -> str:
-        if self.demo:
-            return "DEMO (random weights on generated images; not comparable with any published number)"
         if not self.pipeline.exact:
             steps = ", ".join(self.pipeline.differs)
             return f"NOT COMPARABLE (preprocessing is not bit-exact with the reference pipeline: {steps} differs)"
@@ -137,7 +133,7 @@ class ValidationResult:
         return f"{self.identity.weights}, identified by {self.identity.identified_by} ({self.identity.evidence})"
 
     def short_verdict(self) -> str:
-        """The verdict's first words: PASS, FAIL, SUBSET, NOT COMPARABLE, NO REFERENCE or DEMO."""
+        """The verdict's first words: PASS, FAIL, SUBSET, NOT COMPARABLE or NO REFERENCE."""
         return self.verdict().split(" (")[0]
 
     def table(self) -> str:
@@ -196,7 +192,6 @@ class ValidationResult:
             "images": self.counts.images,
             "skipped_images": len(self.counts.bad_images),
             "subset": self.counts.images != FULL_VALIDATION_SET,
-            "demo": self.demo,
             "top1": self.top1,
             "top5": self.top5,
             "reference": reference,

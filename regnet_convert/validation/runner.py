@@ -58,7 +58,6 @@ class ValidationOptions:
     tolerance: float = 0.1
     skip_bad_images: bool = False
     progress: bool = True
-    demo: bool = False
     json_path: str | Path | None = None
     table_path: str | Path | None = None
     plot_path: str | Path | None = None
@@ -251,9 +250,8 @@ def result_of(
         world_size=placement.world_size,
         tolerance=options.tolerance,
         wall_seconds=wall,
-        demo=options.demo,
-        zoo=None if options.demo else zoo_models().get(metadata.model),
-        identity=None if options.demo else candidate.identity,
+        zoo=zoo_models().get(metadata.model),
+        identity=candidate.identity,
         weights_dtype=weights_dtype,
         weights_format=candidate.kind,
     )
