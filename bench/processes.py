@@ -44,7 +44,7 @@ class Workspace:
     """A converted RegNetX-400MF (and a second model for the sweep), JPEGs and their labels in a temp folder."""
 
     def __init__(self, root: Path, count: int) -> None:
-        from regnet_convert.conversion.pipeline import convert_pycls
+        from regnet_convert.conversion.pipeline import convert
         from regnet_convert.demo import make_images
         from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
@@ -55,7 +55,7 @@ class Workspace:
         for name in ("regnetx_400mf", "regnetx_200mf"):
             model = regnet.create_model(name).eval()
             source = write_pycls_checkpoint(model, root / f"{name}.pyth", regnet.ZOO[name])
-            convert_pycls(source, self.checkpoints / f"{name}.safetensors")
+            convert(source, self.checkpoints / f"{name}.safetensors")
         self.pyth = root / "regnetx_400mf.pyth"
         self.weights = self.checkpoints / "regnetx_400mf.safetensors"
         self.images = make_images(root / "val", count, seed=11)
@@ -177,7 +177,7 @@ def bench_crop_cache(ws: Workspace, repeats: int) -> None:
 def bench_gpu(images: int, workers: int) -> None:
     """CUDA only: RegNetX-4.0GF `--fast` (bf16 channels-last) on `images` JPEGs, and the 8 starred models in one
     sweep; each rate extrapolated to ImageNet's 50,000 images (goals: under 30 s, and under 3 minutes)."""
-    from regnet_convert.conversion.pipeline import convert_pycls
+    from regnet_convert.conversion.pipeline import convert
     from regnet_convert.sources.pycls_format import write_pycls_checkpoint
     from regnet_convert.validation.selection import starred
 
@@ -187,7 +187,7 @@ def bench_gpu(images: int, workers: int) -> None:
             source = write_pycls_checkpoint(
                 regnet.create_model(name).eval(), ws.root / f"{name}.pyth", regnet.ZOO[name]
             )
-            convert_pycls(source, ws.checkpoints / f"{name}.safetensors", force=True)
+            convert(source, ws.checkpoints / f"{name}.safetensors", force=True)
         runs = {
             "regnetx_4.0gf --fast --amp bf16": ["--model", "regnetx_4.0gf", "--fast", "--amp", "bf16"],
             "8 starred models, one sweep, --fast --amp bf16": ["--model", "starred", "--fast", "--amp", "bf16"],

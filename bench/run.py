@@ -195,7 +195,7 @@ def bench_input(count: int, repeats: int) -> None:
 
 
 def bench_validation(count: int, workers: int, batch: int, repeats: int) -> None:
-    from regnet_convert.conversion.pipeline import convert_pycls
+    from regnet_convert.conversion.pipeline import convert
     from regnet_convert.demo import make_images
     from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 
@@ -205,7 +205,7 @@ def bench_validation(count: int, workers: int, batch: int, repeats: int) -> None
         model = regnet.create_model("regnetx_400mf").eval()
         source = write_pycls_checkpoint(model, tmp / "RegNetX-400MF.pyth", regnet.ZOO["regnetx_400mf"])
         weights = tmp / "regnetx_400mf.safetensors"
-        convert_pycls(source, weights)
+        convert(source, weights)
         images = make_images(tmp / "val", count)
         rates, predictions = [], []
         for _ in range(repeats):

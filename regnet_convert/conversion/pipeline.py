@@ -301,8 +301,3 @@ def convert(
     )
     write_converted(output, state, conversion.metadata, force, inputs=(Path(source),))
     return conversion
-
-
-def convert_pycls(source: str | Path, output: str | Path, **options) -> Conversion:
-    """Convert a pycls checkpoint (see `convert`)."""
-    return convert(source, output, source_format="pycls", **options)
