@@ -42,6 +42,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # every test; whole files per worker, so that each module's fixtures are built once
 test: $(STAMP) lint test-floor

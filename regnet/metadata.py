@@ -6,13 +6,14 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from regnet.config import RegNetConfig
 from regnet.layouts import FILE_LAYOUTS
 
 FORMAT = "regnet-convert"
 FORMAT_VERSION = "1"
+_Choice = TypeVar("_Choice", bound=str)
 
 
 ChannelOrder = Literal["BGR", "RGB"]
@@ -138,10 +139,12 @@ class WeightsFileError(ValueError):
     """A file that is not a usable converted RegNet; str() says why, in one line."""
 
 
-def _choice(value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{value[:20]!r} is not one of {', '.join(choices)}")
-    return value
+def _choice(value: str, choices: tuple[_Choice, ...]) -> _Choice:
+    """`value` as one of `choices` (the members of a Literal type); ValueError when it is none."""
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ValueError(f"{value[:20]!r} is not one of {', '.join(choices)}")
 
 
 def _float32(value: float) -> float:
@@ -159,14 +162,15 @@ def _triple(value: object, what: str, bounds: tuple[float, float]) -> tuple[floa
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{what} must be three numbers")
     try:
-        numbers = tuple(float(v) for v in value)
+        first, second, third = (float(v) for v in value)
     except OverflowError:
         raise ValueError(f"implausible mean or std: {what} holds an integer beyond any float") from None
+    numbers = (first, second, third)
     low, high = bounds
     if not all(math.isfinite(_float32(v)) and low <= v <= high for v in numbers):
         shown = ", ".join(f"{v:.4g}" for v in numbers)
         raise ValueError(f"implausible mean or std: {what} [{shown}] (each from {low:g} to {high:g})")
-    return numbers  # type: ignore[return-value]
+    return numbers
 
 
 def _categories(text: str | None) -> tuple[str, ...] | None:
@@ -187,7 +191,7 @@ def _short(text: str | None, what: str, limit: int = MAX_LABEL_CHARS) -> str | N
 
 
 def _categories_from(text: str | None) -> CategoriesFrom | None:
-    return None if text is None else _choice(text, CATEGORIES_FROM)  # type: ignore[return-value]
+    return None if text is None else _choice(text, CATEGORIES_FROM)
 
 
 def _size(text: str) -> int:

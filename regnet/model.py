@@ -99,6 +99,8 @@ class Stage(nn.Sequential):
 
     def complexity(self, cx: Complexity) -> None:
         for block in self:
+            if not isinstance(block, Bottleneck):
+                raise TypeError(f"a stage holds a {type(block).__name__}, not a Bottleneck")
             block.complexity(cx)
 
 
@@ -262,6 +264,8 @@ class RegNet(nn.Module):
         cx = Complexity(resolution, resolution)
         self.stem.complexity(cx)
         for stage in self.stages:
+            if not isinstance(stage, Stage):
+                raise TypeError(f"the stages hold a {type(stage).__name__}, not a Stage")
             stage.complexity(cx)
         self.head.complexity(cx)
         return cx.totals()

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ OPENCV_ENVIRONMENT = {
 
 Preset = Literal["mmcls", "pycls"]
 PRESETS: tuple[Preset, ...] = get_args(Preset)
-RESIZE_DTYPES = {"mmcls": np.dtype(np.uint8), "pycls": np.dtype(np.float32)}  # what each preset resizes and crops
+# what each preset resizes and crops
+RESIZE_DTYPES: dict[Preset, np.dtype[Any]] = {"mmcls": np.dtype(np.uint8), "pycls": np.dtype(np.float32)}
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compare lower-cased
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
@@ -80,8 +81,15 @@ def opencv() -> ModuleType:
 
 
 def _check_preset(preset: str) -> None:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset {preset!r}; choose from {', '.join(PRESETS)}")
+    as_preset(preset)
+
+
+def as_preset(value: str) -> Preset:
+    """`value` as a `Preset`; ValueError naming the choices when it is not one."""
+    for preset in PRESETS:
+        if value == preset:
+            return preset
+    raise ValueError(f"unknown preprocessing preset {value!r}; choose from {', '.join(PRESETS)}")
 
 
 def arithmetic(preset: Preset) -> str:

@@ -92,11 +92,11 @@ def transforms(source: Source, preset: Preset = "mmcls") -> Transform:
     """The preprocessing of a model: `regnet.load`'s model, its metadata, a `Preprocessing`, or a converted file's
     path (only its header is read). `preset="pycls"` gives pycls's own arithmetic (its published numbers)."""
     if isinstance(source, RegNet):
-        if getattr(source, "metadata", None) is None:
+        if source.metadata is None:
             raise ValueError("the model has no metadata (regnet.load gives it); pass a Preprocessing instead")
         source = source.metadata
     if isinstance(source, str | os.PathLike):
-        source = read_metadata(source)
+        source = read_metadata(os.fspath(source))
     if isinstance(source, WeightsMetadata):
         source = source.preprocessing
     if not isinstance(source, Preprocessing):

@@ -9,6 +9,7 @@ during a run changes nothing in the model (and cannot end the process with SIGBU
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -75,7 +76,7 @@ def read_header(path: str | Path, counters: bool = False) -> Header:
         raise WeightsFileError(f"cannot be read ({exc.strerror or exc})") from None
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path) -> io.BufferedReader:
     """`path` opened for reading without blocking on a FIFO swapped in after the check."""
     return open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
 
@@ -119,7 +120,7 @@ def _header_of(f: BinaryIO, counters: bool) -> Header:
     return Header(tensors, metadata, offsets, 8 + length)
 
 
-def _read_tensors(f: BinaryIO, header: Header) -> dict[str, torch.Tensor]:
+def _read_tensors(f: io.BufferedReader, header: Header) -> dict[str, torch.Tensor]:
     """Every tensor of a checked header, read from `f` into memory of its own (no memory map)."""
     tensors = {}
     for name in sorted(header.tensors, key=header.offsets.__getitem__):
@@ -127,7 +128,9 @@ def _read_tensors(f: BinaryIO, header: Header) -> dict[str, torch.Tensor]:
         tensor = torch.empty(entry.shape, dtype=TORCH_DTYPES[entry.dtype])
         if end > begin:
             f.seek(header.data_start + begin)
-            if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+            # numpy's stubs give ndarray the buffer protocol (__buffer__) only for Python >= 3.12
+            buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+            if f.readinto(buffer) != end - begin:
                 raise WeightsFileError("truncated while being read")
         tensors[name] = tensor
     return tensors

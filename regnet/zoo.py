@@ -228,15 +228,12 @@ def zoo_weights() -> dict[str, ZooWeights]:
     """Every known set of weights by key, pycls's 24 then mmclassification's 8."""
     rows = {row.weights: row for row in seed_rows()}
     keys = list(dict.fromkeys(f.weights for f in zoo_files()))
-    return {
-        key: ZooWeights(
-            key,
-            *key.rsplit(".", 1),
-            rows.get(key),
-            tuple(f for f in zoo_files() if f.weights == key),
-        )
-        for key in keys
-    }
+    return {key: _zoo_weights(key, rows.get(key), tuple(f for f in zoo_files() if f.weights == key)) for key in keys}
+
+
+def _zoo_weights(key: str, row: SeedRow | None, files: tuple[ZooFile, ...]) -> ZooWeights:
+    model, tag = key.rsplit(".", 1)
+    return ZooWeights(key, model, tag, row, files)
 
 
 ZOO: dict[str, RegNetParams] = {name: model.design for name, model in zoo_models().items()}

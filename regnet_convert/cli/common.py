@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from typing import Any
 
 import click
 
@@ -23,7 +24,15 @@ from regnet_convert.process import (
 class _Reporting:
     """Mixin: `main` in standalone mode reports errors as one line and exits with a documented code."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[no-untyped-def]
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # a mixin: mypy cannot see the click.Command after it in the subclasses' MRO, hence the ignores [misc]
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)  # type: ignore[misc]
         start_command()

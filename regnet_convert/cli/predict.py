@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from regnet.preprocess import PRESETS
+from regnet.preprocess import PRESETS, as_preset
 from regnet_convert.errors import InputError
 from regnet_convert.fs.outputs import atomic_output, check_output
 from regnet_convert.prediction.classify import (
@@ -77,7 +77,7 @@ def predict(
         records.append(prediction.to_json())
 
     paths = image_paths(images, skip if skip_bad_images else None)  # every path given is checked before loading
-    predictor = Predictor(weights, preprocess, device, label="WEIGHTS")  # type: ignore[arg-type]
+    predictor = Predictor(weights, as_preset(preprocess), device, label="WEIGHTS")
     predictor.check_topk(topk, "--topk")
     classified = 0
     for prediction in predictions(predictor, paths, topk, batch_size):

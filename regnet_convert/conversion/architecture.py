@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
@@ -16,8 +17,7 @@ from regnet_convert.errors import InputError
 _BLOCK_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.")
 _SE_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.se\.reduce\.weight$")
 SUPPORTED_STEM, SUPPORTED_BLOCK = "simple_stem_in", "res_bottleneck_block"
-_REQUIRED = object()
-_ANYNET_COLUMNS = [("WIDTHS", int), ("GROUP_WS", int), ("BOT_MULS", float), ("STRIDES", int)]
+_T = TypeVar("_T")
 
 
 def shape_mismatches(state: Mapping[str, torch.Tensor], config: RegNetConfig, limit: int = 3) -> list[str]:
@@ -34,30 +34,52 @@ def zoo_name_of(config: RegNetConfig) -> str | None:
 
 
 class _Cfg:
-    """Typed access to a pycls cfg (a YAML dump): every wrong type or missing key is one clear message."""
+    """Typed access to a pycls cfg (a YAML dump): every wrong type or missing key is one clear message.
+
+    Each getter reads SECTION.KEY, returning `default` when it is absent (no default: it is required)."""
 
     def __init__(self, cfg: object) -> None:
         if not isinstance(cfg, dict):
             raise ValueError(f"its cfg is a {type(cfg).__name__}, not a mapping")
-        self.cfg = cfg
+        self.cfg: dict[Any, Any] = cfg
 
-    def section(self, name: str) -> dict:
+    def section(self, name: str) -> dict[Any, Any]:
         value = self.cfg.get(name, {})
         if not isinstance(value, dict):
             raise ValueError(f"its cfg's {name} is {_shown(value)}, not a section")
         return value
 
-    def get(self, section: str, key: str, kind: type, default: object = _REQUIRED) -> object:
+    def integer(self, section: str, key: str, default: int | None = None) -> int:
+        return self._get(section, key, _as_int, default)
+
+    def number(self, section: str, key: str, default: float | None = None) -> float:
+        return self._get(section, key, _as_float, default)
+
+    def flag(self, section: str, key: str, default: bool | None = None) -> bool:
+        return self._get(section, key, _as_bool, default)
+
+    def text(self, section: str, key: str, default: str | None = None) -> str:
+        return self._get(section, key, _as_str, default)
+
+    def integers(self, section: str, key: str) -> list[int]:
+        """A required list of integers."""
+        return self._column(section, key, _as_int)
+
+    def numbers(self, section: str, key: str) -> list[float]:
+        """A required list of numbers."""
+        return self._column(section, key, _as_float)
+
+    def _get(self, section: str, key: str, convert: Callable[[str, object], _T], default: _T | None) -> _T:
         values = self.section(section)
         if key not in values:
-            if default is _REQUIRED:
+            if default is None:
                 raise ValueError(f"its cfg has no {section}.{key}")
             return default
-        return _typed(f"{section}.{key}", values[key], kind)
+        return convert(f"{section}.{key}", values[key])
 
-    def column(self, section: str, key: str, kind: type) -> list:
-        value = self.get(section, key, list)
-        return [_typed(f"{section}.{key}[{i}]", item, kind) for i, item in enumerate(value)]
+    def _column(self, section: str, key: str, convert: Callable[[str, object], _T]) -> list[_T]:
+        items = self._get(section, key, _as_list, None)
+        return [convert(f"{section}.{key}[{i}]", item) for i, item in enumerate(items)]
 
 
 def _bounded_repr() -> reprlib.Repr:
@@ -76,23 +98,49 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _typed(name: str, value: object, kind: type) -> object:
-    """`value` as `kind` (int, float, bool, str or list), or ValueError naming the cfg key."""
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+def _wrong(name: str, value: object, wanted: str) -> ValueError:
+    return ValueError(f"its cfg's {name} is {_shown(value)}, expected {wanted}")
+
+
+def _as_int(name: str, value: object) -> int:
+    """An integer (a float holding one too; no bool), or ValueError naming the cfg key."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _wrong(name, value, "an integer")
+
+
+def _as_float(name: str, value: object) -> float:
+    """A finite number (no bool) as a float, or ValueError naming the cfg key."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ValueError(f"its cfg's {name} is {_shown(value)}, not a finite number")
         return float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+    raise _wrong(name, value, "a number")
+
+
+def _as_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
         return value
-    wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}[kind]
-    raise ValueError(f"its cfg's {name} is {_shown(value)}, expected {wanted}")
+    raise _wrong(name, value, "true or false")
+
+
+def _as_str(name: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _wrong(name, value, "a string")
+
+
+def _as_list(name: str, value: object) -> list[object]:
+    if isinstance(value, list):
+        return value
+    raise _wrong(name, value, "a list")
 
 
 def cfg_model_type(cfg: dict) -> str:
     """MODEL.TYPE, lower-cased."""
-    return str(_Cfg(cfg).get("MODEL", "TYPE", str, "")).lower()
+    return _Cfg(cfg).text("MODEL", "TYPE", "").lower()
 
 
 def check_cfg_model_type(path: str, cfg: dict) -> None:
@@ -112,46 +160,48 @@ def config_from_cfg(cfg: dict, num_classes: int | None, max_blocks: int | None =
     """
     c = _Cfg(cfg)
     model_type = cfg_model_type(cfg)
-    eps = c.get("BN", "EPS", float, 1e-5)
-    classes = c.get("MODEL", "NUM_CLASSES", int, num_classes or 1000)  # stated: must agree with the tensors
+    eps = c.number("BN", "EPS", 1e-5)
+    classes = c.integer("MODEL", "NUM_CLASSES", num_classes or 1000)  # stated: must agree with the tensors
     if model_type == "regnet":
         section = "REGNET"
-        depth = c.get(section, "DEPTH", int)
+        depth = c.integer(section, "DEPTH")
         if max_blocks is not None and depth > max_blocks:
             raise ValueError(f"its cfg says REGNET.DEPTH {depth}, but its tensors hold at most {max_blocks} blocks")
         params = RegNetParams(
             depth=depth,
-            w0=c.get(section, "W0", int),
-            wa=c.get(section, "WA", float),
-            wm=c.get(section, "WM", float),
-            group_width=c.get(section, "GROUP_W", int),
-            bottleneck_multiplier=c.get(section, "BOT_MUL", float, 1.0),
-            se_ratio=c.get(section, "SE_R", float, 0.25) if c.get(section, "SE_ON", bool, False) else None,
-            stem_width=c.get(section, "STEM_W", int, 32),
-            stride=c.get(section, "STRIDE", int, 2),
+            w0=c.integer(section, "W0"),
+            wa=c.number(section, "WA"),
+            wm=c.number(section, "WM"),
+            group_width=c.integer(section, "GROUP_W"),
+            bottleneck_multiplier=c.number(section, "BOT_MUL", 1.0),
+            se_ratio=c.number(section, "SE_R", 0.25) if c.flag(section, "SE_ON", False) else None,
+            stem_width=c.integer(section, "STEM_W", 32),
+            stride=c.integer(section, "STRIDE", 2),
         )
         stages = params.stages()
     elif model_type == "anynet":
         section = "ANYNET"
-        depths = c.column(section, "DEPTHS", int)
+        depths = c.integers(section, "DEPTHS")
         if max_blocks is not None and sum(max(d, 0) for d in depths) > max_blocks:
             raise ValueError(
                 f"its cfg says ANYNET.DEPTHS {_shown(depths)}, but its tensors hold at most {max_blocks} blocks"
             )
-        columns = [depths] + [c.column(section, k, t) for k, t in _ANYNET_COLUMNS]
-        if len({len(column) for column in columns}) != 1:
+        widths, group_widths = c.integers(section, "WIDTHS"), c.integers(section, "GROUP_WS")
+        multipliers, strides = c.numbers(section, "BOT_MULS"), c.integers(section, "STRIDES")
+        if len({len(depths), len(widths), len(group_widths), len(multipliers), len(strides)}) != 1:
             raise ValueError("its cfg's ANYNET DEPTHS, WIDTHS, GROUP_WS, BOT_MULS and STRIDES differ in length")
-        stages = tuple(StageConfig(d, w, g, b, s) for d, w, g, b, s in zip(*columns, strict=True))
+        columns = zip(depths, widths, group_widths, multipliers, strides, strict=True)
+        stages = tuple(StageConfig(d, w, g, b, s) for d, w, g, b, s in columns)
     else:
         raise ValueError(f"not a RegNet: its cfg says MODEL.TYPE {model_type or 'empty'!r}")
-    stem_type = c.get(section, "STEM_TYPE", str, SUPPORTED_STEM)
+    stem_type = c.text(section, "STEM_TYPE", SUPPORTED_STEM)
     if stem_type != SUPPORTED_STEM:
         raise ValueError(f"not a RegNet: stem type {stem_type!r} (RegNets use {SUPPORTED_STEM!r})")
-    block_type = c.get(section, "BLOCK_TYPE", str, SUPPORTED_BLOCK)
+    block_type = c.text(section, "BLOCK_TYPE", SUPPORTED_BLOCK)
     if block_type != SUPPORTED_BLOCK:
         raise ValueError(f"not a RegNet: block type {block_type!r} (RegNets use {SUPPORTED_BLOCK!r})")
-    se_ratio = c.get(section, "SE_R", float, 0.25) if c.get(section, "SE_ON", bool, False) else None
-    return RegNetConfig(stages, se_ratio, c.get(section, "STEM_W", int, 32), classes, bn_eps=eps)
+    se_ratio = c.number(section, "SE_R", 0.25) if c.flag(section, "SE_ON", False) else None
+    return RegNetConfig(stages, se_ratio, c.integer(section, "STEM_W", 32), classes, bn_eps=eps)
 
 
 def config_differences(a: RegNetConfig, b: RegNetConfig) -> list[str]:

@@ -28,10 +28,10 @@ KIND_NAMES: dict[str, str] = {
     "timm-hub": "timm hub folder",
     "onnx": "ONNX graph",
 }
-NAMED_BY_KEYS = ("pycls", "mmcls", "timm", "torchvision")  # formats told apart by their tensor names
+NAMED_BY_KEYS: tuple[Kind, ...] = ("pycls", "mmcls", "timm", "torchvision")  # formats told apart by their tensor names
 
 
-def _names_format(path: Path, keys: list[str]) -> str:
+def _names_format(path: Path, keys: list[str]) -> Kind:
     """The one format whose names every key has (BN counters aside); InputError when none or several do."""
     if keys and all(k.startswith("module.") for k in keys):
         keys = [k.removeprefix("module.") for k in keys]

@@ -14,12 +14,17 @@ import json
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from regnet.metadata import Preprocessing, WeightsFileError, WeightsMetadata
 from regnet_convert.errors import InputError
+
+if TYPE_CHECKING:  # imported when an .onnx file is read (`onnx_modules`)
+    import onnx
+    import onnxruntime
 
 INPUT, OUTPUT = "image", "logits"  # the names `export --to onnx` gives the graph's input and output
 MAX_ONNX_BYTES = 2 << 30  # one self-contained file (protobuf's limit)
@@ -89,7 +94,7 @@ def metadata_of(path: Path, props: dict[str, str]) -> WeightsMetadata:
 class OnnxModel(torch.nn.Module):
     """An onnxruntime session as a module: NCHW float32 logits of NCHW float32 input, on the input's device."""
 
-    def __init__(self, session: object, input_name: str) -> None:
+    def __init__(self, session: onnxruntime.InferenceSession, input_name: str) -> None:
         super().__init__()
         self.session, self.input_name = session, input_name
 
@@ -99,12 +104,12 @@ class OnnxModel(torch.nn.Module):
         return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(x.device)
 
 
-def _dims(value_info: object) -> list[int | str]:
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     shape = value_info.type.tensor_type.shape
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
-def check_graph(path: Path, graph: object, metadata: WeightsMetadata, input_name: str) -> None:
+def check_graph(path: Path, graph: onnx.GraphProto, metadata: WeightsMetadata, input_name: str) -> None:
     """One float32 NCHW input named `input_name` with 3 channels, one output of num_classes logits, no external
     data; InputError naming the disagreement otherwise."""
     initializers = {t.name for t in graph.initializer}
@@ -128,7 +133,7 @@ def check_graph(path: Path, graph: object, metadata: WeightsMetadata, input_name
         raise InputError(path, "keeps weights in external data files; only self-contained .onnx files are read")
 
 
-def _session(path: Path, data: bytes, ort: ModuleType) -> object:
+def _session(path: Path, data: bytes, ort: ModuleType) -> onnxruntime.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: nothing on the terminal
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -15,7 +15,7 @@ from tqdm import tqdm
 import regnet
 from regnet import RegNet, RegNetConfig
 from regnet.imagenet import class_names, is_imagenet_order, wnids
-from regnet.metadata import Preprocessing, WeightsMetadata
+from regnet.metadata import ChannelOrder, Preprocessing, WeightsMetadata
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.conversion.detect import Kind, detect
@@ -111,11 +111,7 @@ def load_weights(path: Path, label: str | None = None) -> Loaded:
 
         return Loaded(*load_onnx(path, label), kind)
     if kind == "native":
-        try:
-            model = regnet.load(path)
-        except regnet.WeightsFileError as exc:
-            raise InputError(path, f"not a converted RegNet: {exc}") from None
-        return Loaded(model, model.metadata, kind)
+        return Loaded(*_load_converted(path), kind)
     if kind == "timm-hub" and is_converted(path / "model.safetensors"):
         return Loaded(*_own_timm_hub(path), kind)
     state, conversion = convert_in_memory(path, source_format="timm" if kind == "timm-hub" else kind)
@@ -137,14 +133,20 @@ def is_converted(path: Path) -> bool:
         return False
 
 
+def _load_converted(path: Path) -> tuple[RegNet, WeightsMetadata]:
+    """A converted file through `regnet.load`, and the metadata it attaches; InputError naming `path`."""
+    try:
+        model = regnet.load(path)
+    except regnet.WeightsFileError as exc:
+        raise InputError(path, f"not a converted RegNet: {exc}") from None
+    if model.metadata is None:  # regnet.load always attaches it
+        raise RuntimeError(f"regnet.load gave {path} no metadata")
+    return model, model.metadata
+
+
 def _own_timm_hub(folder: Path) -> tuple[RegNet, WeightsMetadata]:
     """A timm-hub export of this tool: its model.safetensors (timm names, our metadata), config.json agreeing."""
-    weights = folder / "model.safetensors"
-    try:
-        model = regnet.load(weights)
-    except regnet.WeightsFileError as exc:
-        raise InputError(weights, f"not a converted RegNet: {exc}") from None
-    metadata = model.metadata
+    model, metadata = _load_converted(folder / "model.safetensors")
     name, num_classes, names = read_timm_hub_config(folder)  # config.json must agree with the weights
     if metadata.model != name or metadata.config.num_classes != num_classes:
         raise InputError(
@@ -168,26 +170,27 @@ def _with_hf_provenance(folder: Path, metadata: WeightsMetadata) -> WeightsMetad
     recorded = {key: stored.get(PROVENANCE_PREFIX + key) for key in HF_PROVENANCE}
     if not any(recorded.values()):
         return metadata
-    if not all(isinstance(v, str) for v in recorded.values()):
+    provenance = {key: value for key, value in recorded.items() if isinstance(value, str)}
+    if len(provenance) != len(recorded):
         raise InputError(weights, "its regnet-convert provenance is incomplete (a tampered export)")
-    if recorded["model"] != metadata.model:
+    if provenance["model"] != metadata.model:
         raise InputError(
             weights,
-            f"its provenance names {recorded['model'][:40]!r}, but config.json and the tensors describe "
+            f"its provenance names {provenance['model'][:40]!r}, but config.json and the tensors describe "
             f"{metadata.model} (a tampered export)",
         )
     return replace(
         metadata,
-        source_format=recorded["source_format"],
-        source_file=recorded["source_file"],
-        source_sha256=recorded["source_sha256"],
-        converter_version=recorded["converter_version"],
+        source_format=provenance["source_format"],
+        source_file=provenance["source_file"],
+        source_sha256=provenance["source_sha256"],
+        converter_version=provenance["converter_version"],
     )
 
 
 def reversed_order(pre: Preprocessing) -> Preprocessing:
     """The same preprocessing for the other channel order (BGR <-> RGB), mean and std reversed with it."""
-    order = "RGB" if pre.channel_order == "BGR" else "BGR"
+    order: ChannelOrder = "RGB" if pre.channel_order == "BGR" else "BGR"
     return Preprocessing(order, pre.mean[::-1], pre.std[::-1], pre.resize, pre.crop)
 
 

@@ -58,7 +58,7 @@ def _scaled(values: tuple[float, float, float]) -> list[float]:
 
 def config_text(config: RegNetConfig, pre: Preprocessing) -> str:
     """An mmcls config (model and test pipeline): `mmcv.Config.fromstring(text, ".py")` builds the classifier."""
-    backbone = {"type": "RegNet", "arch": arch_dict(config)}
+    backbone: dict[str, object] = {"type": "RegNet", "arch": arch_dict(config)}
     if config.stem_width != 32:
         backbone["stem_channels"] = backbone["base_channels"] = config.stem_width
     head = {"type": "LinearClsHead", "num_classes": config.num_classes, "in_channels": config.stages[-1].width,
@@ -106,7 +106,8 @@ class _WriteErrors:
     only "unexpected pos", a RuntimeError."""
 
     def __init__(self, file: BinaryIO) -> None:
-        self.file, self.error = file, None
+        self.file = file
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         try:
@@ -126,7 +127,8 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     with open(path, "wb") as file:
         stream = _WriteErrors(file)
         try:
-            torch.save({"state_dict": state_dict, "meta": meta(metadata)}, stream)
+            # torch.save takes any object with write and flush; its stubs ask for IO[bytes]
+            torch.save({"state_dict": state_dict, "meta": meta(metadata)}, stream)  # type: ignore[arg-type]
         except RuntimeError:
             if stream.error is not None:
                 raise stream.error from None

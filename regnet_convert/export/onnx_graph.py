@@ -105,7 +105,7 @@ def export_graph(model: RegNet) -> torch.onnx.ONNXProgram:
     sample = torch.zeros(2, config.in_channels, 64, 64)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     with _silenced(), torch.no_grad():
-        return torch.onnx.export(
+        program = torch.onnx.export(
             model,
             (sample,),
             dynamo=True,
@@ -116,6 +116,9 @@ def export_graph(model: RegNet) -> torch.onnx.ONNXProgram:
             optimize=True,
             verbose=False,
         )
+    if program is None:  # only the legacy exporter (dynamo=False) writing to a file returns None
+        raise RuntimeError("torch.onnx.export gave no ONNX program")
+    return program
 
 
 def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:

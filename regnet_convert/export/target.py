@@ -43,7 +43,7 @@ class Target:
     layout: str = "native"
     files: tuple[str, ...] = ()
     refuse: Callable[[RegNetConfig], str | None] = _anything
-    requires: Callable[[], None] = _nothing
+    requires: Callable[[], object] = _nothing  # what it returns (a module it imported) is not used
 
     def name_map(self, config: RegNetConfig) -> NameMap:
         """The tensor names (native -> target, target -> native) for this architecture."""

@@ -69,6 +69,8 @@ def data_config(pre: Preprocessing, num_classes: int, total_stride: int) -> dict
 def hub_config(metadata: WeightsMetadata) -> dict:
     """The contents of `config.json`."""
     config = metadata.config
+    if config.name is None:  # `refuse` keeps architectures outside the zoo from getting here
+        raise ValueError("a timm hub export needs a zoo architecture")
     total_stride = 2 * math.prod(stage.stride for stage in config.stages)
     result: dict = {
         "architecture": regnet.zoo_model(config.name).timm_name,

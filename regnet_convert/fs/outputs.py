@@ -175,7 +175,9 @@ def remove_stale_temporaries(target: Path, inputs: Iterable[str | Path] = ()) ->
 
 
 @contextmanager
-def atomic_output(path: Path, force: bool, inputs: Iterable[Path] = (), label: str | None = None) -> Iterator[Path]:
+def atomic_output(
+    path: str | Path, force: bool, inputs: Iterable[str | Path] = (), label: str | None = None
+) -> Iterator[Path]:
     """A temporary path beside the output; on success it becomes the output, on any failure it vanishes.
 
     Without `force` the final step is a hard link, which fails rather than replace a file that appeared

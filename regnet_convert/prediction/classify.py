@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import regnet
-from regnet.metadata import WeightsMetadata
+from regnet.metadata import ChannelOrder, WeightsMetadata
 from regnet.preprocess import IMAGE_EXTENSIONS, ImageDecodeError, Preset
 from regnet.transforms import ImageInput
 from regnet_convert.conversion.pipeline import load_any
@@ -71,8 +71,9 @@ class Predictor:
         device: str = "auto",
         label: str | None = None,
     ) -> None:
+        model: torch.nn.Module
         if isinstance(weights, regnet.RegNet):
-            if getattr(weights, "metadata", None) is None:
+            if weights.metadata is None:
                 raise ValueError("the model has no metadata (regnet.load gives it); pass its file instead")
             model, metadata = weights, weights.metadata
         else:
@@ -95,11 +96,13 @@ class Predictor:
         if not 1 <= topk <= self.num_classes:
             raise InputError(label, f"{topk} is not between 1 and the model's {self.num_classes} classes")
 
-    def __call__(self, images: Sequence[ImageInput], topk: int = DEFAULT_TOPK, order: str | None = None) -> list:
+    def __call__(
+        self, images: Sequence[ImageInput], topk: int = DEFAULT_TOPK, order: ChannelOrder | None = None
+    ) -> list:
         """The top `topk` classes of each image (paths, bytes or uint8 HxWx3 arrays in channel `order`), as
         tuples of `ClassScore`, best first; `regnet.preprocess.ImageDecodeError` for an image that cannot be read."""
         self.check_topk(topk)
-        crops = [self.transform.crop(image, order) for image in images]  # type: ignore[arg-type]
+        crops = [self.transform.crop(image, order) for image in images]
         return self.top(torch.stack(crops), topk) if crops else []
 
     @torch.inference_mode()
@@ -109,9 +112,13 @@ class Predictor:
         ranked = logits.topk(topk, dim=1)  # ranked on the logits, as the validator does: no ties from rounding
         probabilities = logits.softmax(dim=1).gather(1, ranked.indices).cpu().tolist()
         return [
-            tuple(ClassScore(i, *self.names[i], p) for i, p in zip(indices, row, strict=True))
+            tuple(self._score(i, p) for i, p in zip(indices, row, strict=True))
             for indices, row in zip(ranked.indices.cpu().tolist(), probabilities, strict=True)
         ]
+
+    def _score(self, index: int, probability: float) -> ClassScore:
+        label, name = self.names[index]
+        return ClassScore(index, label, name, probability)
 
 
 def class_names(metadata: WeightsMetadata) -> list[tuple[str | None, str]]:

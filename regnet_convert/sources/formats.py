@@ -59,7 +59,10 @@ def map_keys(
     """
     if all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    native, source_of, dropped, unknown = {}, {}, [], []
+    native: dict[str, torch.Tensor] = {}
+    source_of: dict[str, str] = {}  # native name -> the source's key
+    dropped: list[str] = []
+    unknown: list[str] = []
     for key, tensor in state.items():
         if is_counter(key):
             dropped.append(key)

@@ -22,8 +22,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a RegNet's config.json with 1000 labels is about 6
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # transformers' order of preference
 SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # transformers 5.24's RegNetConfig defaults, for fields a config.json leaves out
-DEFAULTS = {"num_channels": 3, "embedding_size": 32, "groups_width": 64, "layer_type": "y", "hidden_act": "relu",
-            "downsample_in_first_stage": True}  # fmt: skip
+DEFAULTS: dict[str, object] = {"num_channels": 3, "embedding_size": 32, "groups_width": 64, "layer_type": "y",
+                               "hidden_act": "relu", "downsample_in_first_stage": True}  # fmt: skip
 
 
 def read_hf_folder(path: str | Path) -> SourceCheckpoint:
@@ -88,32 +88,66 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _field(path: Path, config: dict, name: str, kind: type) -> object:
-    """config[name] (or transformers' default), of JSON type `kind` (int excludes true/false)."""
+def _field(path: Path, config: dict, name: str) -> object:
+    """config[name], or transformers' default for it; InputError when it has neither."""
     if name not in config and name in DEFAULTS:
         return DEFAULTS[name]
     if name not in config:
         raise InputError(path, f"has no {name!r}")
-    value = config[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        wanted = {int: "an integer", str: "a string", bool: "true or false", list: "a list"}[kind]
-        raise InputError(path, f"its {name!r} is {_shown(value)}, expected {wanted}")
-    return value
+    return config[name]
+
+
+def _wrong_type(path: Path, name: str, value: object, wanted: str) -> InputError:
+    return InputError(path, f"its {name!r} is {_shown(value)}, expected {wanted}")
+
+
+def _integer(path: Path, config: dict, name: str) -> int:
+    """config[name] (or its default): an integer, not true or false."""
+    value = _field(path, config, name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _wrong_type(path, name, value, "an integer")
+
+
+def _text(path: Path, config: dict, name: str) -> str:
+    """config[name] (or its default): a string."""
+    value = _field(path, config, name)
+    if isinstance(value, str):
+        return value
+    raise _wrong_type(path, name, value, "a string")
+
+
+def _flag(path: Path, config: dict, name: str) -> bool:
+    """config[name] (or its default): true or false."""
+    value = _field(path, config, name)
+    if isinstance(value, bool):
+        return value
+    raise _wrong_type(path, name, value, "true or false")
+
+
+def _list(path: Path, config: dict, name: str) -> list[object]:
+    """config[name]: a list."""
+    value = _field(path, config, name)
+    if isinstance(value, list):
+        return value
+    raise _wrong_type(path, name, value, "a list")
 
 
 def _sizes(path: Path, config: dict, name: str, limit: int) -> list[int]:
     """A list of 1 to MAX_STAGES positive integers, each at most `limit`."""
-    values = _field(path, config, name, list)
+    values = _list(path, config, name)
     if not 1 <= len(values) <= MAX_STAGES:
         raise InputError(path, f"its {name!r} has {len(values)} entries (1 to {MAX_STAGES} stages)")
+    sizes = []
     for i, value in enumerate(values):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
             raise InputError(path, f"its {name}[{i}] is {_shown(value)}, expected an integer from 1 to {limit}")
-    return values
+        sizes.append(value)
+    return sizes
 
 
 def _bounded(path: Path, config: dict, name: str, low: int, high: int) -> int:
-    value = _field(path, config, name, int)
+    value = _integer(path, config, name)
     if not low <= value <= high:
         raise InputError(path, f"its {name!r} is {value}, expected {low} to {high}")
     return value
@@ -146,13 +180,13 @@ def _class_names(path: Path, config: dict) -> tuple[str, ...] | None:
 
 def config_to_cfg(path: Path, config: dict) -> tuple[dict, bool]:
     """The pycls AnyNet cfg of a transformers RegNet config, and whether it has squeeze-excitation."""
-    model_type = _field(path, config, "model_type", str)
+    model_type = _text(path, config, "model_type")
     if model_type != "regnet":
         raise InputError(path, f"not a RegNet: its model_type is {_shown(model_type)}")
-    layer_type = _field(path, config, "layer_type", str)
+    layer_type = _text(path, config, "layer_type")
     if layer_type not in ("x", "y"):
         raise InputError(path, f"its layer_type {_shown(layer_type)} is neither 'x' nor 'y'")
-    hidden_act = _field(path, config, "hidden_act", str)
+    hidden_act = _text(path, config, "hidden_act")
     if hidden_act != "relu":
         raise InputError(path, f"its hidden_act is {_shown(hidden_act)}; only ReLU RegNets convert")
     channels = _bounded(path, config, "num_channels", 1, 64)
@@ -172,7 +206,7 @@ def config_to_cfg(path: Path, config: dict) -> tuple[dict, bool]:
         if width % groups:
             raise InputError(path, f"its hidden_sizes[{i}] {width} is not divisible into {groups} groups")
         group_widths.append(width // groups)
-    first_stride = 2 if _field(path, config, "downsample_in_first_stage", bool) else 1
+    first_stride = 2 if _flag(path, config, "downsample_in_first_stage") else 1
     cfg = {
         "MODEL": {"TYPE": "anynet", "NUM_CLASSES": _num_labels(path, config)},
         "BN": {"EPS": 1e-5},  # torch's default, the only one transformers' RegNet has

@@ -88,9 +88,8 @@ def _apply(stack: list[Record | None], op: pickletools.OpcodeInfo, name: str) ->
     before = op.stack_before
     popped: list[Record] = []
     if pickletools.markobject in before:
-        while stack[-1] is not _MARK:
-            popped.append(stack.pop())  # type: ignore[arg-type]
-        stack.pop()
+        while (item := stack.pop()) is not _MARK:  # down to the MARK, popped too
+            popped.append(item)
         for _ in range(before.index(pickletools.markobject)):
             popped.append(_top(stack))
             stack.pop()

@@ -117,7 +117,8 @@ class Recorder:
 
     def __init__(self, entry: Path, data: Path, shape: tuple[int, ...]) -> None:
         self.entry, self.data, self.shape = entry, data, shape
-        self.written, self.errors = 0, {}
+        self.written = 0
+        self.errors: dict[int, str] = {}  # undecodable images' errors by index
         self.failed = False  # a write failed: the entry is abandoned, the run goes on uncached
         self.file = open(data, "wb")  # noqa: SIM115 (closed by `finish` or by `CropCache.building`)
 
@@ -276,7 +277,7 @@ class _Abandoned(Exception):
     """A write to the entry failed during the run: the temporary entry is removed, the results are kept."""
 
 
-def _uncached(name: str, exc: Exception) -> None:
+def _uncached(name: str, exc: OSError | InputError) -> None:
     """One notice line: the cache could not be written, and the run does without it."""
     reason = exc.problem if isinstance(exc, InputError) else exc.strerror or str(exc)
     notice(f"notice: {name}: cannot be written ({reason}); running without the cache")

@@ -88,9 +88,9 @@ def figure(results: list[ValidationResult]) -> Any:
         if not members:
             continue
         colour, marker = STYLE[family]
-        published = [p for p in members if p.published is not None]
+        published = [(p.gflops, p.published) for p in members if p.published is not None]
         if published:
-            x, y = [p.gflops for p in published], [p.published for p in published]
+            x, y = [gflops for gflops, _ in published], [top1 for _, top1 in published]
             band = ax.fill_between(x, [v - tolerance for v in y], [v + tolerance for v in y], color=colour, alpha=0.15)
             band.set_gid(f"band:{family}")
             band.set_label(f"{family}: ±{tolerance:g} pp")
@@ -116,7 +116,7 @@ def figure(results: list[ValidationResult]) -> Any:
     return fig
 
 
-def write_plot(path: str | Path, results: list[ValidationResult], inputs: Iterable[Path] = ()) -> Any:
+def write_plot(path: str | Path, results: list[ValidationResult], inputs: Iterable[str | Path] = ()) -> Any:
     """Draw and write the figure atomically (PNG or SVG by the name's suffix), never over one of `inputs`."""
     _, FigureCanvasAgg = _matplotlib()
     fig = figure(results)

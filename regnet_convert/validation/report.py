@@ -12,11 +12,11 @@ from regnet_convert.conversion.identity import Identity
 from regnet_convert.fs.outputs import atomic_output
 from regnet_convert.validation.dataset import FULL_VALIDATION_SET
 from regnet_convert.validation.evaluate import Counts
-from regnet_convert.validation.preprocess import arithmetic
+from regnet_convert.validation.preprocess import Preset, arithmetic
 from regnet_convert.validation.selfcheck import PipelineCheck
 
 # which published numbers each preprocessing preset reproduces
-PRESET_REFERENCE = {"mmcls": "seed_table", "pycls": "pycls"}
+PRESET_REFERENCE: dict[Preset, str] = {"mmcls": "seed_table", "pycls": "pycls"}
 REFERENCE_LABELS = {"seed_table": "the seed table", "pycls": "pycls"}
 
 
@@ -28,7 +28,7 @@ class ValidationResult:
     weights: str
     counts: Counts
     expected_images: int
-    preprocess: str
+    preprocess: Preset
     channel_order: str
     amp: str
     fast: bool
@@ -95,6 +95,8 @@ class ValidationResult:
         if not self.comparable or self.compared_with is None:
             return None
         ref = self.references()[self.compared_with]
+        if ref is None:  # compared_with names a reference that has numbers
+            raise RuntimeError(f"the {self.compared_with} reference has no numbers")
         return abs(self.top1 - ref.top1) <= self.tolerance and abs(self.top5 - ref.top5) <= self.tolerance
 
     @property
@@ -299,13 +301,13 @@ def sweep_table(results: list[ValidationResult]) -> str:
     return "\n".join([setup, "", line(SWEEP_COLUMNS), rule, *(line(row) for row in rows[1:]), "", verdicts])
 
 
-def write_json(path: Path, record: dict | list, inputs: Iterable[Path] = ()) -> None:
+def write_json(path: str | Path, record: dict | list, inputs: Iterable[str | Path] = ()) -> None:
     """Write `record` atomically (a temporary file renamed into place), never over one of `inputs`."""
     with atomic_output(path, True, inputs, label="--json") as tmp:
         tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
-def write_table(path: Path, results: list[ValidationResult], inputs: Iterable[Path] = ()) -> None:
+def write_table(path: str | Path, results: list[ValidationResult], inputs: Iterable[str | Path] = ()) -> None:
     """Write the markdown sweep table atomically, never over one of `inputs`."""
     with atomic_output(path, True, inputs, label="--table") as tmp:
         tmp.write_text(sweep_table(results) + "\n")

@@ -29,7 +29,7 @@ from regnet_convert.validation import selection, selfcheck
 from regnet_convert.validation.crop_cache import CropCache
 from regnet_convert.validation.dataset import find_samples, subset
 from regnet_convert.validation.distributed import Placement
-from regnet_convert.validation.evaluate import Amp, Counts, Evaluation, Feed
+from regnet_convert.validation.evaluate import Amp, Batch, Counts, Evaluation, Feed
 from regnet_convert.validation.loader import CropSettings, make_loader, shard
 from regnet_convert.validation.plot import check_plot_path
 from regnet_convert.validation.preprocess import Preset
@@ -64,27 +64,38 @@ class ValidationOptions:
     cache: str | Path | None = None
 
     def __post_init__(self) -> None:
-        self.model = (self.model,) if isinstance(self.model, str) else tuple(self.model or ())
-        self.weights = (self.weights,) if isinstance(self.weights, str | os.PathLike) else tuple(self.weights or ())
+        self.model = self.models
+        self.weights = self.weights_files
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The `--model` names (`model` is one name, several or none)."""
+        return (self.model,) if isinstance(self.model, str) else tuple(self.model or ())
+
+    @property
+    def weights_files(self) -> tuple[Path, ...]:
+        """The `--weights` files (`weights` is one file, several or none)."""
+        return (self.weights,) if isinstance(self.weights, str | os.PathLike) else tuple(self.weights or ())
 
     @property
     def sweep(self) -> bool:
         """More than one `--model`, or a group (`starred`, `all`): the JSON record is then a list."""
-        return len(self.model) > 1 or any(selection.is_group(name) for name in self.model) or len(self.weights) > 1
+        models = self.models
+        return len(models) > 1 or any(selection.is_group(name) for name in models) or len(self.weights_files) > 1
 
 
 @dataclass
 class Candidate:
     """A model to validate: loaded, checked, not yet on the device."""
 
-    model: regnet.RegNet
+    model: torch.nn.Module  # a RegNet, or an ONNX graph as a module (`onnx_model.OnnxModel`)
     metadata: WeightsMetadata
     path: Path
     identity: Identity | None = None
     kind: Kind = "native"  # the format it was read from (detect.KIND_NAMES)
 
 
-def json_inputs(options: ValidationOptions, weights: Iterable[Path], images: Iterable[Path] = ()) -> list[Path]:
+def json_inputs(options: ValidationOptions, weights: Iterable[Path], images: Iterable[Path] = ()) -> list[str | Path]:
     """What a --json or --table output must never replace or be written into: the weights, labels, images, and
     the data and cache folders."""
     return [p for p in (*weights, options.labels, options.data, options.cache, *images) if p is not None]
@@ -107,20 +118,21 @@ def load_candidate(path: Path, name: str | None, label: str | None = "--weights"
 
 def resolve_models(options: ValidationOptions) -> list[Candidate]:
     """Every model of the run, loaded and checked before anything runs (missing weights all named at once)."""
-    if options.weights:
-        if len(options.model) > 1 or any(selection.is_group(name) for name in options.model):
+    models, weights = options.models, options.weights_files
+    if weights:
+        if len(models) > 1 or any(selection.is_group(name) for name in models):
             raise InputError(
                 "--weights",
                 "goes with one --model at most (every --weights must hold it); a sweep of zoo models takes its "
                 "weights from the checkpoints folder",
             )
-        name = selection.expand(options.model)[0] if options.model else None
-        candidates = [load_candidate(path, name) for path in options.weights]
+        name = selection.expand(models)[0] if models else None
+        candidates = [load_candidate(path, name) for path in weights]
         check_onnx_options(options, candidates)
         return candidates
-    if not options.model:
+    if not models:
         raise InputError(None, "give --model NAME or --weights FILE")
-    names = selection.expand(options.model)
+    names = selection.expand(models)
     candidates = []
     for name, path in zip(names, selection.weights_paths(names), strict=True):
         with selection.blamed_on_model(name, path):  # no --weights was given: name the file and --model
@@ -139,7 +151,7 @@ def check_onnx_options(options: ValidationOptions, candidates: list[Candidate]) 
 def check_outputs(options: ValidationOptions, candidates: list[Candidate], images: Iterable[Path] = ()) -> None:
     """Refuse --json and --table outputs now, not after 50,000 images."""
     inputs = json_inputs(options, [c.path for c in candidates], images)
-    targets = {}
+    targets: dict[str, Path] = {}
     if options.plot_path is not None:
         check_plot_path(options.plot_path)
     for label, path in (("--json", options.json_path), ("--table", options.table_path), ("--plot", options.plot_path)):
@@ -196,13 +208,14 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
         feeds = []
         for i in members:  # computed in float32 whatever the file stores; --amp lowers it explicitly
             c, pre = candidates[i], candidates[i].metadata.preprocessing
-            model = c.model if c.kind == "onnx" else evaluation.model_on_device(c.model.float(), announce)
+            model = on_device(evaluation, c, announce)
             feeds.append(Feed(c.metadata.model, model, pre.mean, pre.std, pre.channel_order))
             c.model = None  # type: ignore[assignment]  # the device copy (or the fast graph) is all we keep
         labels = [label for _, label in mine]
         with ExitStack() as stack:
-            if cached.get(key) is not None:
-                batches = cached[key].batches(labels, options.batch_size)
+            batches: Iterable[Batch]
+            if (hit := cached.get(key)) is not None:
+                batches = hit.batches(labels, options.batch_size)
             else:
                 batches = make_loader(mine, settings[key], options.batch_size, options.workers, device.type == "cuda")
                 if key in caches:
@@ -215,6 +228,15 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
             result = result_of(options, placement, candidates[i], model_counts, len(samples), wall, weights_dtype)
             results[i] = dataclasses.replace(result, pipeline=pipeline)
     return [r for r in results if r is not None]
+
+
+def on_device(evaluation: Evaluation, candidate: Candidate, announce: bool) -> torch.nn.Module:
+    """The candidate as it runs: a RegNet in float32 on the device (or its fast graph), an ONNX graph as it is."""
+    if candidate.kind == "onnx":
+        return candidate.model
+    if not isinstance(candidate.model, regnet.RegNet):
+        raise TypeError(f"a {candidate.kind} file gave a {type(candidate.model).__name__}, not a RegNet")
+    return evaluation.model_on_device(candidate.model.float(), announce)
 
 
 def stored_dtype(model: torch.nn.Module) -> str:
