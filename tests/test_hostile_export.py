@@ -27,7 +27,7 @@ from regnet_convert.fs import outputs as atomic
 pytestmark = pytest.mark.hostile
 
 CONVERT = "regnet-convert"
-HUB_FILES = ("config.json", "model.safetensors")
+HUB_FILES = ("config.json", "model.safetensors", "README.md")  # what export --to timm-hub writes
 
 
 def zoo_weights(d: Path, fx: Fixtures) -> None:

@@ -155,11 +155,11 @@ def test_stale_temporary_of_a_killed_process_is_removed(fixtures, zygote, tmp_pa
 _SLOW_WRITE = """
 import sys, time
 import regnet.weights as weights
-def slow_save(state, path, metadata):
+def slow_save(path, tensors, metadata):
     open(path, "wb").write(b"partial" * 1000)
     print("writing", flush=True)
     time.sleep(60)
-weights.save_file = slow_save
+weights.write_safetensors = slow_save
 from regnet_convert.cli.convert import main
 main(sys.argv[1:], prog_name="regnet-convert")
 """
