@@ -173,13 +173,18 @@ def _triple(value: object, what: str, bounds: tuple[float, float]) -> tuple[floa
     return numbers
 
 
+def _label(text: str) -> bool:
+    """A class label: one printable line (no newline or terminal control to forge a line of `predict`'s output)."""
+    return 0 < len(text) <= MAX_LABEL_CHARS and text.isprintable()
+
+
 def _categories(text: str | None) -> tuple[str, ...] | None:
     """The class labels, when the file has them: a JSON list of short strings."""
     if text is None:
         return None
     labels = json.loads(text)
-    if not (isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels)):
-        raise ValueError(f"categories must be a list of class labels (1 to {MAX_LABEL_CHARS} characters each)")
+    if not (isinstance(labels, list) and all(isinstance(x, str) and _label(x) for x in labels)):  # one line each
+        raise ValueError(f"categories must be a list of class labels (1 to {MAX_LABEL_CHARS} printable characters)")
     return tuple(labels)
 
 

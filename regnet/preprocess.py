@@ -142,8 +142,8 @@ def _jpeg_is_complete(raw: bytes) -> bool:
 
 def _read_bounded(path: Path) -> bytes:
     """The file's bytes; ImageDecodeError for a file over MAX_FILE_BYTES (or not a regular file)."""
-    if not path.is_file():  # a FIFO would block the reader
-        raise ImageDecodeError(path, "not a regular file" if path.exists() else "no such file")
+    if not path.is_file():  # a FIFO would block the reader; a link to nothing or a link loop is no file either
+        raise ImageDecodeError(path, "not a regular file" if os.path.lexists(path) else "no such file")
     with open(path, "rb") as f:
         raw = f.read(MAX_FILE_BYTES + 1)
     if len(raw) > MAX_FILE_BYTES:

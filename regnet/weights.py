@@ -98,7 +98,7 @@ def _header_of(f: BinaryIO, counters: bool) -> Header:
     raw = f.read(length)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, an integer over Python's 4300 digits, deep nesting
         raise WeightsFileError("not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise WeightsFileError("not a safetensors file (its header is not a JSON object)")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 MAX_BYTES = 64 << 10
+COMMENT = re.compile(r"(?:^|\s)#")  # pip's COMMENT_RE: a comment starts at the line's start or after whitespace
 PIN = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?)==([0-9][0-9A-Za-z.+!-]{0,63})")
 
 
@@ -27,7 +28,7 @@ def problems(path: Path) -> str | None:
         return f"{path}: not UTF-8 text"
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
+        text = COMMENT.split(line, maxsplit=1)[0].strip()  # as pip: `a==1#b` is no comment, so not a pin
         if not text:
             continue
         match = PIN.fullmatch(text)

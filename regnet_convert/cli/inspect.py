@@ -15,6 +15,7 @@ from regnet_convert.conversion.architecture import check_cfg_model_type, find_co
 from regnet_convert.conversion.detect import KIND_NAMES, detect
 from regnet_convert.conversion.pipeline import load_weights
 from regnet_convert.errors import InputError
+from regnet_convert.process import printable
 from regnet_convert.sources.checkpoint import read_pycls_checkpoint
 from regnet_convert.sources.formats import map_keys
 
@@ -71,8 +72,10 @@ def _metadata_lines(metadata: WeightsMetadata) -> list[str]:
     return [
         f"input:        {pre.channel_order}, mean {list(pre.mean)}, std {list(pre.std)}, "
         f"resize {pre.resize}, crop {pre.crop}",
-        f"source:       {metadata.source_format} {metadata.source_file[:200]} (sha256 {metadata.source_sha256[:64]})",
-        f"converter:    regnet-convert {metadata.converter_version[:40]}",
+        # file-borne text, escaped field by field (a newline in it would otherwise forge a line of this listing)
+        f"source:       {printable(metadata.source_format[:40])} {printable(metadata.source_file[:200])} "
+        f"(sha256 {printable(metadata.source_sha256[:64])})",
+        f"converter:    regnet-convert {printable(metadata.converter_version[:40])}",
         f"categories:   {_categories(metadata.categories)}",
         f"class names:  {_categories(metadata.category_names)}",
     ]

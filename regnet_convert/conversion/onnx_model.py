@@ -3,9 +3,10 @@
 The file is hostile like any input. Its `metadata_props` (written by `export --to onnx`) say how to feed it:
 channel order, mean, std, resize, crop, the input's name, the architecture. They are checked against the graph
 itself: one float32 NCHW input of that name with 3 channels, one output of `num_classes` logits, every weight
-inside the file (no external data), and a probe: a fixed image with three different channels, preprocessed as
-the metadata prescribes (so a wrong channel order, mean, std or crop changes it), must give the logits recorded
-at export. A graph swapped for another, or metadata edited to another channel order, is refused.
+inside the file (no external data), only the operators a RegNet needs (no control flow: a `Loop` could run
+for ever, beyond Ctrl-C's reach, inside onnxruntime), and a probe: a fixed image with three different channels,
+preprocessed as the metadata prescribes (so a wrong channel order, mean, std or crop changes it), must give the
+logits recorded at export. A graph swapped for another, or metadata edited to another channel order, is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ if TYPE_CHECKING:  # imported when an .onnx file is read (`onnx_modules`)
 
 INPUT, OUTPUT = "image", "logits"  # the names `export --to onnx` gives the graph's input and output
 MAX_ONNX_BYTES = 2 << 30  # one self-contained file (protobuf's limit)
+# The operators torch's exporter writes for a RegNet (BN folded), in ONNX's own domain: nothing else runs, so no
+# Loop, Scan or If (no subgraphs), no custom or contrib operator, no op that builds tensors of data-dependent size
+OPERATORS = frozenset(
+    {"Add", "Concat", "Constant", "Conv", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "Mul"}
+    | {"ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Transpose", "Unsqueeze"}
+)
 PROBE_TOLERANCE = 1e-3  # relative to the largest recorded logit: onnxruntime vs torch differ by ~1e-6
 ONNX_MAGIC = b"\x08"  # a ModelProto starts with field 1 (ir_version, a varint)
 FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -129,7 +136,18 @@ def check_graph(path: Path, graph: onnx.GraphProto, metadata: WeightsMetadata, i
     out = _dims(graph.output[0])
     if len(out) != 2 or out[1] != metadata.config.num_classes:
         raise InputError(path, f"its graph's output {out} is not {metadata.config.num_classes} logits per image")
-    if any(t.data_location == 1 for t in graph.initializer):  # TensorProto.EXTERNAL: files beside it
+    check_nodes(path, graph)
+
+
+def check_nodes(path: Path, graph: onnx.GraphProto) -> None:
+    """Only OPERATORS, in ONNX's domain, and every tensor (initializers, constants) inside the file."""
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in OPERATORS:
+            name = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            raise InputError(path, f"its graph uses the operator {name[:60]!r}, which no RegNet export has")
+    tensors = [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.HasField("t"))]
+    tensors += [t for n in graph.node for a in n.attribute for t in a.tensors]
+    if any(t.data_location == 1 for t in tensors):  # TensorProto.EXTERNAL
         raise InputError(path, "keeps weights in external data files; only self-contained .onnx files are read")
 
 

@@ -9,10 +9,12 @@ which converter wrote them, how they expect their input and how to load them. hu
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import regnet
 from regnet.metadata import WeightsMetadata
+from regnet_convert.process import printable
 
 # the licence each source library publishes its RegNet weights under (Hugging Face's licence identifiers)
 LICENSES = {"pycls": "mit", "mmcls": "apache-2.0", "timm": "apache-2.0", "torchvision": "bsd-3-clause",
@@ -49,6 +51,15 @@ def published_row(metadata: WeightsMetadata) -> PublishedRow | None:
 def _yaml(value: object) -> str:
     """A YAML scalar: JSON's quoting is valid YAML."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def _code(text: str) -> str:
+    """File-borne text as one Markdown code span: controls and newlines escaped, fenced by more backticks than it
+    holds (CommonMark), so a source name cannot add lines, links or HTML to the card."""
+    text = printable(text)
+    run = max((len(r) for r in re.findall(r"`+", text)), default=0)
+    fence, pad = "`" * (run + 1), " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def front_matter(metadata: WeightsMetadata, library: str, tags: list[str]) -> list[str]:
@@ -111,9 +122,9 @@ def card(metadata: WeightsMetadata, library: str, tags: list[str], loading: list
             "",
             "## Provenance",
             "",
-            f"- source: {metadata.source_format} file `{metadata.source_file}`",
-            f"- source sha256: `{metadata.source_sha256}`",
-            f"- converter: regnet-convert {metadata.converter_version}",
+            f"- source: {_code(metadata.source_format)} file {_code(metadata.source_file)}",
+            f"- source sha256: {_code(metadata.source_sha256)}",
+            f"- converter: regnet-convert {_code(metadata.converter_version)}",
             "",
             "## Input",
             "",

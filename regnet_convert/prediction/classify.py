@@ -132,11 +132,20 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """Whether a folder's entry is a file; one that cannot be looked at (a symbolic link loop) is kept, so that
+    reading it names it (or `--skip-bad-images` skips it) rather than the folder."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
+
+
 def folder_images(folder: Path) -> list[Path]:
     """The image files directly in `folder` (by extension, hidden ones left out), sorted by name."""
     try:
         with os.scandir(folder) as entries:
-            found = [Path(e.path) for e in entries if _is_image_name(e.name) and e.is_file()]
+            found = [Path(e.path) for e in entries if _is_image_name(e.name) and _is_file(e)]
     except OSError as exc:
         raise InputError(folder, f"cannot be read ({exc.strerror or exc})") from None
     if not found:

@@ -75,7 +75,7 @@ def _read_config(path: Path) -> dict:
             config = json.loads(f.read(MAX_CONFIG_BYTES + 1).decode("utf-8"))
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON, an integer over 4300 digits
         detail = "nests too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:80]
         raise InputError(path, f"is not valid JSON ({detail})") from None
     if not isinstance(config, dict):

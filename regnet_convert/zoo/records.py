@@ -25,6 +25,7 @@ FORMAT = "regnet-convert-downloads"
 MAX_BYTES = 1 << 20  # a few hundred bytes a file; 24 pycls files
 SHA256 = re.compile(r"[0-9a-f]{64}")
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
+WHEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # what `now` writes
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def _entry(path: Path, name: object, value: object) -> tuple[str, FileRecord]:
         raise _damaged(path, f"the size of {name} is not a positive number of bytes")
     if not isinstance(sha256, str) or not SHA256.fullmatch(sha256):
         raise _damaged(path, f"the sha256 of {name} is not 64 lower-case hex digits")
-    if not isinstance(when, str) or len(when) > 40:
-        raise _damaged(path, f"the date of {name} is not a short string")
+    if not isinstance(when, str) or not WHEN.fullmatch(when):
+        raise _damaged(path, f"the date of {name} is not a UTC time as YYYY-MM-DDTHH:MM:SSZ")
     return name, FileRecord(size, sha256, when)
 
 
@@ -85,7 +86,7 @@ def load(folder: Path) -> dict[str, FileRecord]:
         return {}
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not UTF-8 or JSON, an integer over 4300 digits, deep nesting
         raise _damaged(path, "is not UTF-8 JSON") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT or set(document) != {"format", "files"}:
         raise _damaged(path, f"is not a {FORMAT} record")
