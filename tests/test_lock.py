@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def test_the_committed_lock_passes_its_check():
 def test_every_installed_package_is_the_locked_version():
     """The venv `make test` built holds exactly the lock's versions (torch's stack aside: TORCH_SPEC pins it)."""
     locked = pins(LOCK.read_text())
-    installed = {normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    site = [sysconfig.get_paths()["purelib"]]  # not sys.path: setuptools puts its vendored packages there
+    installed = {normal(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
     installed = {name: v for name, v in installed.items() if not name.startswith(UNLOCKED) and name not in VENV_TOOLS}
     assert {n: v for n, v in installed.items() if locked.get(n) != v} == {}
     assert set(locked) <= set(installed)
