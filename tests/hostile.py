@@ -180,9 +180,9 @@ def check_refusal(outcome: Outcome, before: dict[str, str], after: dict[str, str
     assert after == before, f"files changed: {set(after.items()) ^ set(before.items())}"
 
 
-def refuse(case: Case, fixtures: object, zygote: Zygote, tmp_path: Path) -> Path:
+def refuse(case: Case, fixtures: object, zygote: Zygote, tmp_path: Path) -> Outcome:
     """Set `case` up in `tmp_path/case`, run it, assert the refusal contract and that no pickle ran code (a crafted
-    pickle would create `pwned`); returns the case's folder."""
+    pickle would create `pwned`); returns how it ended."""
     folder = tmp_path / "case"
     folder.mkdir()
     case.setup(folder, fixtures)
@@ -190,4 +190,4 @@ def refuse(case: Case, fixtures: object, zygote: Zygote, tmp_path: Path) -> Path
     outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
     check_refusal(outcome, before, snapshot(folder), case.code, case.says)
     assert not (folder / "pwned").exists()  # no pickle ever runs code
-    return folder
+    return outcome

@@ -25,16 +25,7 @@ from regnet.layouts import LAYOUTS
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 
-pytestmark = pytest.mark.oracle
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 
 def torchvision_regnet(config: regnet.RegNetConfig) -> nn.Module:

@@ -30,21 +30,10 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.hf import groups_width, refuse
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 STEM = "regnet.embedder.embedder.convolution.weight"
 HF = LAYOUTS["hf"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    yield
-    torch.set_num_threads(threads)
 
 
 def cli(*args: object) -> None:

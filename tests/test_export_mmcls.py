@@ -35,20 +35,11 @@ from safetensors.torch import load_file
 import regnet
 from regnet_convert.cli.convert import main
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 REGNETX = [name for name, design in regnet.ZOO.items() if design.se_ratio is None]
 WITH_BUNDLED_CONFIG = ["regnetx_400mf", "regnetx_800mf", "regnetx_1.6gf", "regnetx_3.2gf", "regnetx_4.0gf",
                        "regnetx_6.4gf", "regnetx_8.0gf", "regnetx_12gf"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def export(source, output, *options: str) -> None:

@@ -27,19 +27,10 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 
-pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+pytestmark = [pytest.mark.oracle, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("regnet-convert")
 TOLERANCE = 1e-4  # relative: max |onnxruntime - torch| / max |torch|
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

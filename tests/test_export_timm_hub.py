@@ -25,18 +25,9 @@ from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.export.timm_hub import crop_pct
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 PYCLS_RGB_MEAN, PYCLS_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads; two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def export(source, output, *options: str):

@@ -26,6 +26,9 @@ from regnet import RegNetConfig, StageConfig
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.export.pipeline import export
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (conftest)
+
+
 MODELS = ["regnetx_200mf", "regnety_200mf"]  # a RegNetX, and a RegNetY (with squeeze-excitation)
 # None: all five maps; an int: the last n; sequences: chosen ones, negative from the end, in any order
 INDICES: list[int | list[int] | tuple[int, ...] | None] = [None, 1, 3, [0], [0, -1], (1, 3), [4, 2], [-5, 2]]
@@ -36,15 +39,6 @@ CUSTOM = RegNetConfig(
     stem_width=12,
     num_classes=5,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small forwards gain nothing from threads on two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from crafted import Fixtures, copy_val, edit_metadata
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote, refuse
 
 pytestmark = pytest.mark.hostile
 
@@ -196,10 +196,5 @@ MODEL_ALL = [
 
 @pytest.mark.parametrize("case", MODEL_ALL, ids=[c.id for c in MODEL_ALL])
 def test_model_weights_errors_name_the_file_and_model(tmp_path, fixtures: Fixtures, zygote: Zygote, case: Case):
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, fixtures)
-    before = snapshot(folder)
-    outcome = zygote.run(case.tool, case.argv, folder, case.env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
+    outcome = refuse(case, fixtures, zygote, tmp_path)
     assert "--weights" not in outcome.stderr

@@ -25,16 +25,9 @@ from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_te
 from regnet_convert.validation.report import ValidationResult, sweep_table
 from regnet_convert.validation.selection import starred
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (conftest)
 MODELS = {"regnetx_200mf": ("RGB", 1), "regnety_200mf": ("BGR", 2)}  # name: (channel order, seed)
 IMAGES = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def predictions(model: torch.nn.Module, paths: list[Path], order: str, mean, std) -> torch.Tensor:

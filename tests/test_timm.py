@@ -25,7 +25,7 @@ from timm.models.regnet import RegNetCfg
 import regnet
 from regnet.layouts import LAYOUTS
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 TIMM = LAYOUTS["timm"]
 TIMM_NAMES = {name: model.timm_name for name, model in regnet.zoo_models().items()}  # zoo name -> timm model name
@@ -39,16 +39,6 @@ COMMAND = import_module(CLI.module).main  # the click command behind the console
 CUSTOM = regnet.RegNetParams(
     depth=10, w0=16, wa=16.0, wm=2.0, group_width=8, bottleneck_multiplier=0.5, se_ratio=0.25, stem_width=24
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """64x64 forwards gain little from threads, and two OpenMP threads on two cores that something else also uses
-    spin-wait each other down to a tenth of the speed (measured: 6 minutes for this file instead of one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def read_and_delete(file: Path) -> tuple[dict[str, torch.Tensor], regnet.RegNet]:

@@ -22,21 +22,13 @@ from regnet_convert.export.pipeline import export
 from regnet_convert.sources.pycls_format import write_pycls_checkpoint
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
 
-pytestmark = [pytest.mark.slow, pytest.mark.oracle]
+pytestmark = [pytest.mark.slow, pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 MODELS = ("regnetx_400mf", "regnety_600mf")
 TARGETS = {"timm": "timm.safetensors", "torchvision": "tv.safetensors", "hf": "hf", "timm-hub": "timm-hub",
            "onnx": "model.onnx", "mmcls": "mmcls.pth"}  # fmt: skip
 IMAGES = 14
 RANKS = 7  # image i is labelled with RegNetX-400MF's (i % 7)-th choice: top-1 hits i % 7 == 0, top-5 hits < 5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -123,12 +123,16 @@ def check_output(path: str | Path, force: bool, inputs: Iterable[str | Path] = (
         raise InputError(name, f"{clash}; give another output name")
     if info is not None and not force:
         raise InputError(name, "already exists (use --force to overwrite it)")
-    parent = target.parent
+    _check_parent(name, target.parent)
+    return target
+
+
+def _check_parent(name: str | Path, parent: Path) -> None:
+    """An output's folder must exist and be writable."""
     if not parent.is_dir():
         raise InputError(name, f"output directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(name, f"cannot write in {str(parent)!r} (permission denied)")
-    return target
 
 
 def _temp_prefix(target: Path) -> str:
@@ -251,11 +255,7 @@ def check_output_directory(path: str | Path, force: bool, inputs: Iterable[str |
             raise InputError(text, f"holds a folder {folders[0]!r}; refusing to replace it, even with --force")
     if clash := input_clash(path, inputs, folder=True):
         raise InputError(text, f"{clash}; give another output folder")
-    parent = path.parent
-    if not parent.is_dir():
-        raise InputError(text, f"output directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(text, f"cannot write in {str(parent)!r} (permission denied)")
+    _check_parent(text, path.parent)
     return path
 
 
