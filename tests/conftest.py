@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from crafted import Fixtures, build_fixtures
 from helpers import convert_file, native_model_with_random_bn, one_torch_thread
 from hostile import Zygote
+from zoo_sources import ZooSources, store_folder
 
 # Test-only oracles that the `test` extra cannot pin (their own pins would swap torch): the Makefile installs them.
 ORACLES = {"pycls": "0.1.1", "mmcv": "1.7.2", "mmcls": "0.25.0"}
@@ -30,6 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for the child processes too
         torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (not an xdist worker) removes the shared zoo store (3 GB) once every worker is done."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(store_folder(factory.getbasetemp()), ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,3 +87,9 @@ def one_thread():
     little from threads, and two spin-waiting OpenMP threads on a shared 2-core box lose a lot."""
     with one_torch_thread():
         yield
+
+
+@pytest.fixture(scope="session")
+def zoo_sources(tmp_path_factory) -> ZooSources:
+    """Each zoo model's pycls checkpoint converted once in this run, with pycls's logits (zoo_sources.py)."""
+    return ZooSources(store_folder(tmp_path_factory.getbasetemp()))

@@ -3,7 +3,9 @@
 A zygote process imports the command-line tools once and forks one child per case; the child sets
 `resource.setrlimit` limits (address space, CPU time), chdirs into the case's folder and runs the
 command's `main` as the console script would. The parent kills a child that outlives its wall-clock
-limit. `check_refusal` asserts what every refused input must satisfy; `refuse` sets up a `Case`, runs it and checks
+limit. Before the first `--fast` case the zygote asks inductor once which vector instructions this CPU builds
+(about 9 s of test compilations, cached in the process), so that each fast-path child does not ask again.
+`check_refusal` asserts what every refused input must satisfy; `refuse` sets up a `Case`, runs it and checks
 its refusal (the body of every hostile suite's `test_refused`).
 """
 
@@ -26,8 +28,18 @@ from regnet_convert.cli.convert import main as convert_main
 from regnet_convert.cli.validate import main as validate_main
 TOOLS = {"regnet-convert": convert_main, "regnet-validate": validate_main}
 base = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+warm = False
 for line in sys.stdin:
     case = json.loads(line)
+    if "--fast" in case["argv"] and not warm:  # once, before forking: children inherit what inductor learned
+        import shutil, tempfile
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+        from torch._inductor.utils import fresh_cache
+        scratch = tempfile.mkdtemp()
+        with fresh_cache(dir=scratch):
+            pick_vec_isa()
+        shutil.rmtree(scratch)
+        warm = True
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:

@@ -1,8 +1,9 @@
-"""`regnet-convert export --to torchvision|timm` and the imports back, checked by torchvision 0.29.1 and timm 1.0.31.
+"""`regnet-convert export --to torchvision|timm` and the imports back, checked by torchvision and timm themselves.
 
 Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert
-export --to torchvision` -> strict load into `torchvision.models.RegNet` built from the file's architecture (and
-into the zoo builder where its widths are pycls's), and torchvision must compute pycls's logits.
+pycls` (once per run: zoo_sources.py) -> `export --to torchvision` -> strict load into `torchvision.models.RegNet`
+built from the file's architecture (and into the zoo builder where its widths are pycls's), and torchvision must
+compute pycls's logits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkp
 from safetensors.torch import load_file
 from torch import nn
 from torchvision.models.regnet import BlockParams
+from zoo_sources import pycls_logits
 
 import regnet
 from regnet.layouts import LAYOUTS
@@ -50,33 +52,34 @@ def export(source, output, target: str) -> None:
     assert result.exit_code == 0 and not result.output, result.output
 
 
-def assert_computes_pycls_logits(model: nn.Module, state: dict, reference: nn.Module) -> None:
-    """Strict load; with the stem turned back to BGR, every tensor reproduces pycls bit for bit."""
+def assert_computes_pycls_logits(model: nn.Module, state: dict, expected: torch.Tensor) -> None:
+    """Strict load; with the stem turned back to BGR, every tensor reproduces pycls's logits `expected` on
+    `probe_input()` bit for bit."""
     model.eval()
     x = probe_input()
     stem = "stem.0.weight" if "stem.0.weight" in state else "stem.conv.weight"  # torchvision's or timm's name
     model.load_state_dict({**state, stem: state[stem].flip(1)}, strict=True)
     with torch.inference_mode():
-        assert torch.equal(model(x), reference(x))
+        assert torch.equal(model(x), expected)
     model.load_state_dict(state, strict=True)  # the file as written: it takes RGB
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 @pytest.mark.slow
-def test_torchvision_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, name):
-    reference = randomize(build(name), seed=5)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
+def test_torchvision_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, zoo_sources, name):
+    """pycls's checkpoint, converted (zoo_sources.py), exported to torchvision's layout."""
+    source = zoo_sources(name)
     output = tmp_path / "tv.safetensors"
-    export(source, output, "torchvision")
+    export(source.native, output, "torchvision")
     state, ours = load_file(output), regnet.load(output)
     assert ours.metadata.layout == "torchvision" and ours.metadata.preprocessing.channel_order == "RGB"
-    assert_computes_pycls_logits(torchvision_regnet(ours.metadata.config), state, reference)
+    assert_computes_pycls_logits(torchvision_regnet(ours.metadata.config), state, source.logits)
     builder = regnet.zoo_model(name).torchvision_builder
     if builder:
-        assert_computes_pycls_logits(getattr(torchvision.models, builder)(), state, reference)
+        assert_computes_pycls_logits(getattr(torchvision.models, builder)(), state, source.logits)
     with torch.inference_mode():  # regnet.load reads the file back: RGB in, pycls's logits
         x = probe_input()
-        assert torch.allclose(ours.double()(x.flip(1).double()), reference.double()(x.double()), rtol=1e-5, atol=1e-9)
+        assert torch.allclose(ours.double()(x.flip(1).double()), source.logits64, rtol=1e-5, atol=1e-9)
 
 
 def test_custom_regnet_exports_to_torchvision(tmp_path):
@@ -89,7 +92,7 @@ def test_custom_regnet_exports_to_torchvision(tmp_path):
     ours = regnet.load(tmp_path / "custom.safetensors")
     assert ours.metadata.model == "custom"
     assert_computes_pycls_logits(
-        torchvision_regnet(ours.metadata.config), load_file(tmp_path / "custom.safetensors"), reference
+        torchvision_regnet(ours.metadata.config), load_file(tmp_path / "custom.safetensors"), pycls_logits(reference)[0]
     )
 
 
@@ -98,7 +101,7 @@ def test_native_to_torchvision_to_timm_and_back_is_bit_identical(tmp_path, conve
     export(native, tmp_path / "tv.safetensors", "torchvision")
     export(tmp_path / "tv.safetensors", tmp_path / "timm.safetensors", "timm")  # from one export to another
     timm_model = timm.create_model("regnetx_002", pretrained=False)
-    assert_computes_pycls_logits(timm_model, load_file(tmp_path / "timm.safetensors"), reference)
+    assert_computes_pycls_logits(timm_model, load_file(tmp_path / "timm.safetensors"), pycls_logits(reference)[0])
     original = regnet.load(native).state_dict()
     for path in (tmp_path / "tv.safetensors", tmp_path / "timm.safetensors"):
         again = regnet.load(path).state_dict()
@@ -116,26 +119,26 @@ def test_torchvision_key_mapping_inverts_on_torchvisions_own_names():
 @pytest.mark.parametrize("target", ["timm", "torchvision"])
 @pytest.mark.parametrize("name", [*regnet.ZOO, "custom"])
 @pytest.mark.slow
-def test_native_to_target_to_native_is_bit_identical(tmp_path, name, target):
+def test_native_to_target_to_native_is_bit_identical(tmp_path, zoo_sources, name, target):
     """Export to a library's layout, import it back: every tensor as it was (the stem reversed twice)."""
     if name == "custom":
         params = regnet.RegNetParams(depth=6, w0=16, wa=12.0, wm=2.2, group_width=8, bottleneck_multiplier=0.5,
                                      se_ratio=0.5, stem_width=24)  # fmt: skip
         model = regnet.RegNet(params.config(num_classes=7)).init_weights()
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+        native = tmp_path / "native.safetensors"
+        metadata = WeightsMetadata(model.config, Preprocessing(), "test", "x", "0" * 64, "test")
+        regnet.save(native, model.state_dict(), metadata)
     else:
-        model = regnet.create_model(name)
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.normal_(0, 0.1)
-        bn.running_var.uniform_(0.5, 2.0)
-    metadata = WeightsMetadata(model.config, Preprocessing(), "test", "x", "0" * 64, "test")
-    regnet.save(tmp_path / "native.safetensors", model.state_dict(), metadata)
-    export(tmp_path / "native.safetensors", tmp_path / "exported.safetensors", target)
-    (tmp_path / "native.safetensors").unlink()
+        native = zoo_sources(name).native  # pycls's random weights and BN statistics, converted
+    export(native, tmp_path / "exported.safetensors", target)
     exported, back_file = str(tmp_path / "exported.safetensors"), str(tmp_path / "back.safetensors")
     result = CliRunner().invoke(main, [target, exported, back_file, "--quiet"])
     assert result.exit_code == 0, result.output
     back = load_file(back_file)
     assert regnet.read_metadata(tmp_path / "back.safetensors").preprocessing.channel_order == "RGB"
-    original = {k: v for k, v in model.state_dict().items() if "num_batches" not in k}
+    original = {k: v for k, v in load_file(native).items() if "num_batches" not in k}
     back["stem.conv.weight"] = back["stem.conv.weight"].flip(1)
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)

@@ -1,8 +1,9 @@
-"""`regnet-convert export --to hf` and `regnet-convert hf`, checked by transformers 5.24 itself.
+"""`regnet-convert export --to hf` and `regnet-convert hf`, checked by transformers itself.
 
-Every zoo model goes pycls 0.1.1 (a genuine checkpoint, random weights and BN statistics) -> `export --to hf` ->
-`RegNetForImageClassification.from_pretrained` (no missing, unexpected or mismatched key) -> pycls's logits,
-bit for bit once the stem is turned back to BGR. The import reads folders transformers itself wrote.
+Every zoo model goes pycls 0.1.1 (a genuine checkpoint, random weights and BN statistics) -> `regnet-convert pycls`
+(once per run: zoo_sources.py) -> `export --to hf` -> `RegNetForImageClassification.from_pretrained` (no missing,
+unexpected or mismatched key) -> pycls's logits, bit for bit once the stem is turned back to BGR. The import reads
+folders transformers itself wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkp
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoImageProcessor, RegNetForImageClassification
+from zoo_sources import pycls_logits
 
 import regnet
 from regnet.imagenet import class_names
@@ -49,19 +51,19 @@ def from_pretrained(folder) -> RegNetForImageClassification:
     return model.eval()
 
 
-def assert_computes_pycls_logits(model: nn.Module, reference: nn.Module) -> None:
-    """With the stem turned back to BGR, transformers computes pycls's logits bit for bit."""
+def assert_computes_pycls_logits(model: nn.Module, pycls: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """With the stem turned back to BGR, transformers computes pycls's logits (float32, float64 on `probe_input()`:
+    zoo_sources.py) bit for bit."""
+    expected, expected64 = pycls
     x = probe_input()
     state = {k: v.clone() for k, v in model.state_dict().items()}  # copies: loading writes into the parameters
     model.load_state_dict({**state, STEM: state[STEM].flip(1)}, strict=True)
     with torch.inference_mode():
-        assert torch.equal(model(x).logits, reference(x))
+        assert torch.equal(model(x).logits, expected)
     model.load_state_dict(state, strict=True)
     with torch.inference_mode():  # as written: RGB in, the same logits up to summation order (float64: random
-        # weights amplify float32 rounding through deep stacks), last: .double() converts the models in place
-        assert torch.allclose(
-            model.double()(x.flip(1).double()).logits, reference.double()(x.double()), rtol=1e-5, atol=1e-9
-        )
+        # weights amplify float32 rounding through deep stacks), last: .double() converts the model in place
+        assert torch.allclose(model.double()(x.flip(1).double()).logits, expected64, rtol=1e-5, atol=1e-9)
 
 
 def test_no_zoo_model_is_refused_and_regnetx_8gf_needs_the_wider_group_width():
@@ -75,10 +77,10 @@ def test_no_zoo_model_is_refused_and_regnetx_8gf_needs_the_wider_group_width():
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 @pytest.mark.slow
-def test_transformers_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, name):
-    reference = randomize(build(name), seed=5)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
-    cli("export", source, tmp_path / "hf", "--to", "hf")
+def test_transformers_loads_every_exported_zoo_model_and_computes_pycls_logits(tmp_path, zoo_sources, name):
+    """pycls's checkpoint, converted (zoo_sources.py), exported to a transformers folder."""
+    source = zoo_sources(name)
+    cli("export", source.native, tmp_path / "hf", "--to", "hf")
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
         "README.md",
         "config.json",
@@ -88,7 +90,7 @@ def test_transformers_loads_every_exported_zoo_model_and_computes_pycls_logits(t
     model = from_pretrained(tmp_path / "hf")
     assert model.config.id2label == dict(enumerate(class_names()))  # readable ImageNet names, class order
     assert model.config.layer_type == ("y" if regnet.zoo_config(name).se_ratio else "x")
-    assert_computes_pycls_logits(model, reference)
+    assert_computes_pycls_logits(model, (source.logits, source.logits64))
 
 
 def test_custom_regnet_exports_to_hf(tmp_path):
@@ -103,7 +105,7 @@ def test_custom_regnet_exports_to_hf(tmp_path):
     config = model.config
     assert (config.downsample_in_first_stage, config.groups_width, config.hidden_sizes) == (False, 48, [24, 96, 192])
     assert config.id2label == {i: f"LABEL_{i}" for i in range(10)}
-    assert_computes_pycls_logits(model, reference)
+    assert_computes_pycls_logits(model, pycls_logits(reference))
 
 
 def test_image_processor_states_pycls_evaluation_and_does_it(tmp_path, converted_200mf):
@@ -191,24 +193,24 @@ def test_import_reads_what_transformers_wrote(tmp_path, layer_type, weights):
 
 @pytest.mark.parametrize("name", [*regnet.ZOO, "custom"])
 @pytest.mark.slow
-def test_native_to_hf_to_native_is_bit_identical(tmp_path, name):
+def test_native_to_hf_to_native_is_bit_identical(tmp_path, zoo_sources, name):
     """Export to a transformers folder, import it back: every tensor as it was (the stem reversed twice)."""
     if name == "custom":
         params = regnet.RegNetParams(depth=6, w0=16, wa=12.0, wm=2.2, group_width=8, se_ratio=0.25, stem_width=24)
         model = regnet.RegNet(params.config(num_classes=7)).init_weights()
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+        native = tmp_path / "native.safetensors"
+        metadata = WeightsMetadata(model.config, Preprocessing(), "test", "x", "0" * 64, "test")
+        regnet.save(native, model.state_dict(), metadata)
     else:
-        model = regnet.create_model(name)
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.normal_(0, 0.1)
-        bn.running_var.uniform_(0.5, 2.0)
-    metadata = WeightsMetadata(model.config, Preprocessing(), "test", "x", "0" * 64, "test")
-    regnet.save(tmp_path / "native.safetensors", model.state_dict(), metadata)
-    cli("export", tmp_path / "native.safetensors", tmp_path / "hf", "--to", "hf")
-    (tmp_path / "native.safetensors").unlink()
+        native = zoo_sources(name).native  # pycls's random weights and BN statistics, converted
+    cli("export", native, tmp_path / "hf", "--to", "hf")
     cli("hf", tmp_path / "hf", tmp_path / "back.safetensors")
     back = load_file(tmp_path / "back.safetensors")
     assert regnet.read_metadata(tmp_path / "back.safetensors").preprocessing.channel_order == "RGB"
-    assert regnet.read_metadata(tmp_path / "back.safetensors").config == model.config
-    original = {k: v for k, v in model.state_dict().items() if "num_batches" not in k}
+    assert regnet.read_metadata(tmp_path / "back.safetensors").config == regnet.read_metadata(native).config
+    original = {k: v for k, v in load_file(native).items() if "num_batches" not in k}
     back["stem.conv.weight"] = back["stem.conv.weight"].flip(1)
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)

@@ -1,8 +1,9 @@
 """`regnet-convert export --to mmcls`, checked by mmclassification 0.25.0 itself (on mmcv 1.7.2 lite).
 
-Every RegNetX zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> export ->
-mmcv's `load_checkpoint(strict=True)` into mmcls's `ImageClassifier` built from mmcls's bundled config (the 8 it
-has; the other 4 with that config and the model's arch dict), which must compute pycls's logits bit for bit.
+Every RegNetX zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> conversion
+(once per run: zoo_sources.py) -> export -> mmcv's `load_checkpoint(strict=True)` into mmcls's `ImageClassifier`
+built from mmcls's bundled config (the 8 it has; the other 4 with that config and the model's arch dict), which must
+compute pycls's logits bit for bit.
 
 The mmcls preset's oracle is mmcls: on real photographs, mmcls's own `init_model` (the exported file) and
 `inference_model` (the bundled config's test pipeline) plant each image's label; `regnet-validate --preprocess
@@ -62,11 +63,11 @@ def test_the_bundled_configs_are_the_eight_expected():
 
 @pytest.mark.parametrize("name", REGNETX)
 @pytest.mark.slow
-def test_mmcls_loads_every_exported_regnetx_strictly_and_computes_pycls_logits(tmp_path, name):
-    reference = randomize(build(name), seed=5)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
+def test_mmcls_loads_every_exported_regnetx_strictly_and_computes_pycls_logits(tmp_path, zoo_sources, name):
+    """pycls's checkpoint, converted (zoo_sources.py), exported to mmcls: mmcls computes pycls's logits."""
+    source = zoo_sources(name)
     output = tmp_path / f"{name}.pth"
-    export(source, output)
+    export(source.native, output)
     checkpoint = torch.load(output, weights_only=True)
     assert checkpoint.keys() == {"state_dict", "meta"} and plain_data(checkpoint)
     assert all(k.startswith(("backbone.", "head.fc.")) for k in checkpoint["state_dict"])
@@ -83,7 +84,7 @@ def test_mmcls_loads_every_exported_regnetx_strictly_and_computes_pycls_logits(t
     }
     x = probe_input()
     with torch.inference_mode():
-        assert torch.equal(logits(model, x), reference(x))  # max difference 0: the same float32 arithmetic
+        assert torch.equal(logits(model, x), source.logits)  # max difference 0: the same float32 arithmetic
 
 
 def test_regnety_is_refused_with_the_reason(tmp_path):

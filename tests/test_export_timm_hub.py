@@ -1,8 +1,9 @@
-"""`regnet-convert export --to timm-hub`, judged by timm 1.0.31's own `local-dir:` loader.
+"""`regnet-convert export --to timm-hub`, judged by timm's own `local-dir:` loader.
 
 Every zoo model goes pycls 0.1.1 (a genuine checkpoint with random weights and BN statistics) -> `regnet-convert
-export --to timm-hub` -> `timm.create_model("local-dir:" + OUT, pretrained=True)`, which must compute pycls's logits
-(bit for bit once its stem is turned back to BGR) and hand `resolve_data_config` pycls's evaluation.
+pycls` (once per run: zoo_sources.py) -> `export --to timm-hub` -> `timm.create_model("local-dir:" + OUT,
+pretrained=True)`, which must compute pycls's logits (bit for bit once its stem is turned back to BGR) and hand
+`resolve_data_config` pycls's evaluation.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def load_hub(folder) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 @pytest.mark.slow
-def test_timm_loads_every_zoo_export_and_computes_pycls_logits(tmp_path, name):
-    reference = randomize(build(name), seed=11)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
+def test_timm_loads_every_zoo_export_and_computes_pycls_logits(tmp_path, zoo_sources, name):
+    """pycls's checkpoint, converted (zoo_sources.py), exported to a timm hub folder."""
+    source = zoo_sources(name)
     hub = tmp_path / "hub"
-    result = export(source, hub, "--quiet")
+    result = export(source.native, hub, "--quiet")
     assert result.exit_code == 0 and not result.output, result.output
     assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((hub / "config.json").read_text())
@@ -55,12 +56,11 @@ def test_timm_loads_every_zoo_export_and_computes_pycls_logits(tmp_path, name):
     with torch.inference_mode():
         # RGB through timm (the folder as written) = BGR through pycls, up to the stem's summation order, which
         # random weights amplify to ~1e-3 in float32: compared in float64
-        difference = relative_difference(model.double()(bgr.flip(1).double()), reference.double()(bgr.double()))
-        assert difference < 1e-5
-        model.float(), reference.float()
+        assert relative_difference(model.double()(bgr.flip(1).double()), source.logits64) < 1e-5
+        model.float()
         stem = model.stem.conv.weight
         stem.copy_(stem.flip(1))  # back to BGR: then every tensor reproduces pycls bit for bit
-        assert torch.equal(model(bgr), reference(bgr))
+        assert torch.equal(model(bgr), source.logits)
 
 
 def test_data_config_states_pycls_evaluation(tmp_path, converted_200mf):

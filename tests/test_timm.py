@@ -21,6 +21,7 @@ from pycls_oracle import build, configure_regnet, randomize, save_genuine_checkp
 from safetensors.torch import load_file
 from timm.models.regnet import RegNet as TimmRegNet
 from timm.models.regnet import RegNetCfg
+from zoo_sources import pycls_logits
 
 import regnet
 from regnet.layouts import LAYOUTS
@@ -49,14 +50,15 @@ def read_and_delete(file: Path) -> tuple[dict[str, torch.Tensor], regnet.RegNet]
         file.unlink()
 
 
-def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.RegNet, reference: torch.nn.Module):
-    """timm, given the file's tensors strictly, computes pycls's logits; so does our loader reading them back."""
+def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.RegNet, pycls: tuple) -> None:
+    """timm, given the file's tensors strictly, computes pycls's logits `pycls` (float32, float64: zoo_sources.py)
+    on the probe batch; so does our loader reading the file back."""
+    expected, expected64 = pycls
     assert ours.metadata.layout == "timm" and ours.metadata.preprocessing.channel_order == "RGB"
     bgr = probe_input()
     rgb = bgr.flip(1)
     timm_model.eval()
     with torch.inference_mode():
-        expected = reference(bgr)
         # The stem turned back to BGR: every other tensor must then reproduce pycls bit for bit.
         bgr_stem = state["stem.conv.weight"].flip(1)
         timm_model.load_state_dict({**state, "stem.conv.weight": bgr_stem}, strict=True)
@@ -65,27 +67,21 @@ def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.R
         assert torch.equal(ours(rgb), timm_model(rgb))
         # RGB through timm = BGR through pycls, up to the stem's summation order. Random weights amplify that
         # reordering up to ~1e-3 relative in float32 through a deep net, so compare in float64.
-        difference = relative_difference(timm_model.double()(rgb.double()), reference.double()(bgr.double()))
-        assert difference <= 1e-5
+        assert relative_difference(timm_model.double()(rgb.double()), expected64) <= 1e-5
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 @pytest.mark.slow
-def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, runner, name):
-    reference = randomize(build(name), seed=7)
-    source = save_genuine_checkpoint(reference, tmp_path / "train")
-    native, output = tmp_path / f"{name}.safetensors", tmp_path / f"{name}-timm.safetensors"
-    for args in (
-        ["pycls", str(source), str(native), "--model", name, "--quiet"],
-        ["export", str(native), str(output), "--to", "timm", "--quiet"],
-    ):
-        result = runner.invoke(COMMAND, args)  # in-process: a fresh interpreter per model costs more than the check
-        assert result.exit_code == 0, result.output
-    source.unlink()
-    native.unlink()
+def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, runner, zoo_sources, name):
+    """pycls's checkpoint converted with `--model NAME` (zoo_sources.py), exported to timm by the console script's
+    command in-process (a fresh interpreter per model costs more than the check)."""
+    source = zoo_sources(name)
+    output = tmp_path / f"{name}-timm.safetensors"
+    result = runner.invoke(COMMAND, ["export", str(source.native), str(output), "--to", "timm", "--quiet"])
+    assert result.exit_code == 0 and not result.output, result.output
     state, ours = read_and_delete(output)
     timm_model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
-    check_against_pycls(timm_model, state, ours, reference)
+    check_against_pycls(timm_model, state, ours, (source.logits, source.logits64))
     assert ours.metadata.model == name
     pre, timm_cfg = ours.metadata.preprocessing, timm_model.pretrained_cfg  # what timm tells users of these weights
     assert (pre.mean, pre.std) == (tuple(timm_cfg["mean"]), tuple(timm_cfg["std"]))
@@ -115,7 +111,7 @@ def test_custom_regnet_round_trips_through_timms_regnetcfg(tmp_path):
         se_ratio=CUSTOM.se_ratio,
         stem_width=CUSTOM.stem_width,
     )
-    check_against_pycls(TimmRegNet(cfg, num_classes=10), state, ours, reference)
+    check_against_pycls(TimmRegNet(cfg, num_classes=10), state, ours, pycls_logits(reference))
     assert ours.metadata.model == "custom" and ours.metadata.config.stages == CUSTOM.stages()
 
 

@@ -1,8 +1,9 @@
 """Export for ONNX: one self-contained `.onnx` file for onnxruntime, batch (and image size) dynamic.
 
 torch's own exporter (`torch.onnx.export(..., dynamo=True)`, which writes the graph with onnxscript) traces the
-native model in float32 and eval mode; its default optimizer folds every BatchNorm into the convolution before
-it (the graph holds Conv, Relu, Add, the SE ops, ReduceMean and Gemm; onnxruntime would fold them on load anyway).
+native model in float32 and eval mode, every BatchNorm folded into the convolution before it (`regnet.fast`'s
+folding, as the exporter's optimizer would do; tracing the smaller graph takes about half the time): the graph
+holds Conv, Relu, Add, the SE ops, ReduceMean and Gemm.
 The channel order is the source's: a BGR graph fed RGB runs without complaint, so the order, mean, std, resize
 and crop travel in the model's `metadata_props`, with the architecture, the input's name and the logits of a
 probe image preprocessed as they say (`conversion/onnx_model.py` checks a file against them when reading it).
@@ -24,6 +25,7 @@ from types import ModuleType
 import torch
 
 from regnet import RegNet
+from regnet.fast import fold_batchnorm
 from regnet.metadata import WeightsMetadata
 from regnet_convert.conversion.onnx_model import probe_logits
 from regnet_convert.errors import InputError
@@ -100,8 +102,10 @@ def metadata_props(metadata: WeightsMetadata, probe: list[float] | None = None) 
 
 
 def export_graph(model: RegNet) -> torch.onnx.ONNXProgram:
-    """The model as an ONNX program with dynamic batch, height and width (float32, eval mode)."""
+    """The model as an ONNX program with dynamic batch, height and width (float32, eval mode), its batch norms
+    folded into the convolutions first (the graph onnx's optimizer would make, traced in about half the time)."""
     config = model.config
+    model = fold_batchnorm(model)
     sample = torch.zeros(2, config.in_channels, 64, 64)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     with _silenced(), torch.no_grad():

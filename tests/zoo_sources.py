@@ -1,0 +1,83 @@
+"""Every zoo model once per test run: a genuine pycls 0.1.1 checkpoint with random weights and BN statistics,
+converted by `regnet-convert pycls --model NAME`, and pycls's own logits on the probe batch.
+
+The files that check a library against pycls (timm, torchvision, transformers, mmcls, ONNX, the zoo equivalence)
+share these instead of each building, saving and converting all 24 models again. The store is a folder that all
+pytest-xdist workers of a run see; a model is built under a file lock by whichever worker asks first, into a
+temporary folder renamed into place, and read by the others. pycls's logits are computed on one thread, as the
+test modules that compare with them bit for bit run (the `one_thread` fixture). The controller process removes
+the store when the run ends (`conftest.pytest_sessionfinish`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+from filelock import FileLock
+from helpers import one_torch_thread, probe_input
+from pycls_oracle import build, randomize, save_genuine_checkpoint
+
+from regnet_convert.cli.convert import main as convert_main
+
+STORE = "zoo-sources"  # the store's folder name, beside the workers' own temporary folders
+
+
+@dataclass(frozen=True)
+class ZooSource:
+    """One zoo model's converted file and what pycls computed on `probe_input()` from the same checkpoint."""
+
+    name: str
+    native: Path  # `regnet-convert pycls` output: shared, read it, never write it
+    conversion: tuple[int, str]  # that command's exit code and output (`--quiet`: none)
+    logits: torch.Tensor  # pycls, float32, on probe_input()
+    logits64: torch.Tensor  # pycls in float64 on probe_input().double()
+
+
+class ZooSources:
+    """`sources(name)`: the model's ZooSource, built on first use in this run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(exist_ok=True)
+
+    def __call__(self, name: str) -> ZooSource:
+        done = self.folder / name
+        with FileLock(str(self.folder / f"{name}.lock")):
+            if not done.is_dir():
+                self._build(name, done)
+        record = torch.load(done / "record.pt", weights_only=True)
+        return ZooSource(name, done / f"{name}.safetensors", record["conversion"], record["logits"], record["logits64"])
+
+    @staticmethod
+    def _build(name: str, done: Path) -> None:
+        staging = done.with_name(f".{name}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        with one_torch_thread():
+            reference = randomize(build(name), seed=zlib.crc32(name.encode()))
+            source = save_genuine_checkpoint(reference, staging / "train")
+            native = staging / f"{name}.safetensors"
+            argv = ["pycls", str(source), str(native), "--model", name, "--quiet"]
+            result = CliRunner().invoke(convert_main, argv)
+            source.unlink()
+            logits, logits64 = pycls_logits(reference)
+        record = {"conversion": (result.exit_code, result.output), "logits": logits, "logits64": logits64}
+        torch.save(record, staging / "record.pt")
+        shutil.rmtree(staging / "train")
+        staging.rename(done)
+
+
+def pycls_logits(reference: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pycls model's logits on `probe_input()`, in float32 and in float64 (the model is left in float64)."""
+    x = probe_input()
+    with torch.inference_mode():
+        return reference(x), reference.double()(x.double())
+
+
+def store_folder(basetemp: Path) -> Path:
+    """The store of the run whose (worker's) temporary folder is `basetemp`: one for all xdist workers."""
+    return (basetemp.parent if basetemp.name.startswith("popen-gw") else basetemp) / STORE
