@@ -73,7 +73,11 @@ class PackagedModel(nn.Module):
             try:
                 key = fast_cache.entry_key(self.folded, self.folded.config, size)
                 self.runners[size] = fast_cache.compiled(self.folded, example, key, self.notice, self.warn)
-            except Exception:  # no C++ compiler, or an export/compile failure: stay eager
+            except Exception as exc:  # no C++ compiler, or an export/compile failure: stay eager, and say so
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                reason = "".join(c if c.isprintable() else "?" for c in first)
+                self.warn(f"warning: fast path: compiling for {'x'.join(map(str, size))} inputs failed ({reason}); "
+                          "those run eagerly")  # fmt: skip
                 self.runners[size] = self.folded
         return self.runners[size]
 
@@ -102,7 +106,8 @@ def fast_model(
     seconds);
     `compile` wraps it in torch.compile (compiles on first call, in every process); `eager` (GPU default)
     runs the folded channels-last module, with cudnn autotuning on CUDA. `notice` hears when a compilation starts,
-    `warn` why the package cache is not used (a folder that is not the user's own, or cannot be written).
+    `warn` why the package cache is not used (a folder that is not the user's own, or cannot be written) or why a
+    compilation failed (that input size then runs eagerly).
     """
     device = torch.device(device)
     backend = backend or ("aoti" if device.type == "cpu" else "eager")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from click.testing import CliRunner, Result
+from safetensors.torch import load_file
 
 import regnet
 from regnet.imagenet import wnids
@@ -74,6 +75,18 @@ def run_convert_cli(runner: CliRunner, *args: object) -> Result:
     result = runner.invoke(convert_main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result
+
+
+def assert_imports_back_bit_identical(command: str, exported: Path, native: Path, back: Path) -> None:
+    """`regnet-convert COMMAND EXPORTED BACK` (an import: timm, torchvision, hf) gives back every tensor of `native`,
+    the stem reversed twice (the one tensor an RGB export changes), the same architecture, RGB recorded."""
+    result = CliRunner().invoke(convert_main, [command, str(exported), str(back), "--quiet"])
+    assert result.exit_code == 0 and not result.output, result.output
+    again, metadata = load_file(back), regnet.read_metadata(back)
+    assert metadata.preprocessing.channel_order == "RGB" and metadata.config == regnet.read_metadata(native).config
+    original = {k: v for k, v in load_file(native).items() if "num_batches" not in k}
+    again["stem.conv.weight"] = again["stem.conv.weight"].flip(1)
+    assert again.keys() == original.keys() and all(torch.equal(again[k], original[k]) for k in original)
 
 
 def convert_file(source: str | Path, output: str | Path, **options: object) -> Path:

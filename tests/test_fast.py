@@ -25,7 +25,9 @@ def package_cache(tmp_path_factory):
 def test_default_cpu_path_agrees_with_reference_at_every_batch_size(converted_200mf):
     """The AOTInductor package (the CPU default) against the eager model, batch 64 and a last partial batch."""
     _, model = converted_200mf
-    fast = fast_model(model, "cpu")
+    warnings: list[str] = []
+    fast = fast_model(model, "cpu", warn=warnings.append)
+    assert warnings == []  # no unusable cache, no failed compilation
     assert isinstance(fast, PackagedModel) and isinstance(fast.runners[(3, 224, 224)], Callable)
     assert not isinstance(fast.runners[(3, 224, 224)], torch.nn.Module)  # compiled, not the eager fallback
     x = torch.randn(64, 3, 224, 224, generator=torch.Generator().manual_seed(1))

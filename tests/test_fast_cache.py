@@ -119,12 +119,24 @@ def _other_torch(package: Path, record: Path) -> None:
     record.write_text(json.dumps(meta))
 
 
+@pytest.fixture(scope="module")
+def pristine(tiny, cache, tmp_path_factory) -> Path:
+    """A copy of the tiny model's package as it was first compiled."""
+    model, _ = tiny
+    key = fast_cache.entry_key(fast_model(model, backend="eager"), TINY, (3, SIZE, SIZE))
+    package = cache / f"{fast_cache.digest_of(key)}.pt2"
+    return Path(shutil.copy(package, tmp_path_factory.mktemp("pristine") / package.name))
+
+
 @pytest.mark.parametrize("damage", [_truncate, _same_size_garbage, _other_torch], ids=lambda f: f.__name__[1:])
-def test_damaged_or_stale_entry_is_rebuilt(damage, tiny, cache):
+def test_damaged_or_stale_entry_is_rebuilt(damage, tiny, cache, pristine, monkeypatch):
+    """Detected, rebuilt and replaced with a new record. The rebuild copies the package first compiled (the cases
+    above compile for real; a compilation costs seconds), so the rebuilt entry is the pristine one again."""
     model, _ = tiny
     key = fast_cache.entry_key(fast_model(model, backend="eager"), TINY, (3, SIZE, SIZE))
     package = cache / f"{fast_cache.digest_of(key)}.pt2"
     damage(package, package.with_suffix(".json"))
+    monkeypatch.setattr(fast_cache, "_compile", lambda folded, example, path: shutil.copy(pristine, path))
     before = dataclasses.replace(fast_cache.stats)
     rebuilt = fast_model(model, resolution=SIZE)
     assert fast_cache.stats == dataclasses.replace(before, builds=before.builds + 1, rejected=before.rejected + 1)

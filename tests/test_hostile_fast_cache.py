@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32
 NOBODY = 65534
+REAL_COMPILE = fast_cache._compile  # the `cache` fixture replaces it with a copy of the genuine package
 PLANTED = r"""
 #include <stdio.h>
 __attribute__((constructor)) static void planted(void) {
@@ -178,10 +179,17 @@ def test_planted_library_is_never_loaded(make, cache, genuine, tmp_path):
         assert entry.stat().st_uid == os.getuid() and entry.stat().st_mode & 0o077 == 0
 
 
-def test_untrusted_cache_is_reported_once(cache, monkeypatch):
-    """A cache that is not the user's own is named in one warning (whatever the number of input sizes)."""
+def test_untrusted_cache_is_reported_once(cache, genuine, monkeypatch):
+    """A cache that is not the user's own is named in one warning (whatever the number of input sizes; the second
+    size is compiled for real: the genuine package is for SIZE only, and a failed compilation warns too)."""
     os.chown(cache, NOBODY, NOBODY)
     monkeypatch.setattr(fast_cache, "_warned", set())
+    copy = fast_cache._compile
+
+    def compile_for_real_beyond_size(folded: RegNet, example: torch.Tensor, path: Path) -> None:
+        (copy if example.shape[-1] == SIZE else REAL_COMPILE)(folded, example, path)
+
+    monkeypatch.setattr(fast_cache, "_compile", compile_for_real_beyond_size)
     lines: list[str] = []
     fast = fast_model(tiny_model(0), resolution=SIZE, warn=lines.append)
     fast.prepare((3, SIZE + 8, SIZE + 8))
@@ -339,3 +347,35 @@ def test_validate_with_foreign_cache(fixtures, zygote, tmp_path):
     ]
     assert counts[0] == counts[1] and counts[0]["images"] == 6
     assert not any(cache.iterdir())
+
+
+def test_validate_without_a_compiler_runs_eagerly_and_says_so(fixtures, tmp_path):
+    """No working C++ compiler (inductor reads $CXX when it is imported: a fresh process): `--fast` still
+    validates, with the reference counts and exit 0, and one warning says the fast path fell back to eager."""
+    case = tmp_path / "case"
+    case.mkdir()
+    copy_val(fixtures, case)
+    shutil.copy(fixtures.tiny_safetensors, case / "tiny.safetensors")
+    argv = ["--weights", "tiny.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json"]
+    env = {**os.environ, "REGNET_CACHE": str(case / "cache"), "CXX": str(tmp_path / "no-such-compiler")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "regnet_convert.cli.validate", *argv, f"{name}.json", *extra],
+            cwd=case,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for name, extra in (("reference", []), ("fast", ["--fast"]))
+    ]
+    reference, fast = runs
+    assert (reference.returncode, reference.stderr) == (0, "")
+    assert fast.returncode == 0, fast.stderr
+    (line,) = fast.stderr.splitlines()
+    assert line.startswith("warning: fast path: compiling for 3x224x224 inputs failed (") and "compiler" in line
+    assert line.endswith("); those run eagerly")
+    counts = [{k: json.loads((case / f"{n}.json").read_text())[k] for k in ("images", "top1", "top5")}
+              for n in ("reference", "fast")]  # fmt: skip
+    assert counts[0] == counts[1] and counts[0]["images"] == 6
+    assert not list((case / "cache" / "aoti").iterdir())  # no package, no build folder left

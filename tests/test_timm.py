@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from helpers import probe_input, relative_difference
+from helpers import assert_imports_back_bit_identical, probe_input, relative_difference
 from pycls_oracle import build, configure_regnet, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file
 from timm.models.regnet import RegNet as TimmRegNet
@@ -74,11 +74,13 @@ def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.R
 @pytest.mark.slow
 def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, runner, zoo_sources, name):
     """pycls's checkpoint converted with `--model NAME` (zoo_sources.py), exported to timm by the console script's
-    command in-process (a fresh interpreter per model costs more than the check)."""
+    command in-process (a fresh interpreter per model costs more than the check); imported back, bit for bit."""
     source = zoo_sources(name)
     output = tmp_path / f"{name}-timm.safetensors"
     result = runner.invoke(COMMAND, ["export", str(source.native), str(output), "--to", "timm", "--quiet"])
     assert result.exit_code == 0 and not result.output, result.output
+    assert_imports_back_bit_identical("timm", output, source.native, tmp_path / "back.safetensors")
+    (tmp_path / "back.safetensors").unlink()
     state, ours = read_and_delete(output)
     timm_model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
     check_against_pycls(timm_model, state, ours, (source.logits, source.logits64))
