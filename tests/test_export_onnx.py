@@ -23,6 +23,7 @@ from helpers import native_model_with_random_bn, probe_input, relative_differenc
 from images import PHOTOS, photograph, write_image
 
 import regnet
+from regnet.fast import fold_batchnorm
 from regnet.metadata import Preprocessing, WeightsMetadata
 from regnet_convert.cli.convert import main
 from regnet_convert.validation.preprocess import load_crop, normalize, to_chw_tensor
@@ -125,10 +126,6 @@ def test_an_rgb_source_stays_rgb_and_says_so(tmp_path, converted_200mf, photos):
     assert relative_difference(rgb_logits, run(session(tmp_path / "rgb.onnx"), bgr_batch)) > 1e-3  # order matters
 
 
-# Each export traces the model through torch.export: 3-15 s a model on a shared 2-core box, about 3 min of CPU for
-# all 24, which CI affords.
-
-
 @pytest.mark.parametrize("name", list(regnet.ZOO))
 def test_zoo_models_match_on_a_probe_batch(tmp_path, name):
     """Weights of the scale trained ones have (not pycls_oracle's random ones, whose logits of thousands differ by
@@ -140,6 +137,10 @@ def test_zoo_models_match_on_a_probe_batch(tmp_path, name):
     (tmp_path / "native.safetensors").unlink()
     meta = props(tmp_path / "model.onnx")
     assert (meta["model"], meta["channel_order"], meta["source_sha256"]) == (name, "BGR", "ab" * 32)
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph  # BN folded, the native names, a RegNet's operators
+    assert {t.name for t in graph.initializer} == set(fold_batchnorm(model).state_dict())
+    se = {"Sigmoid", "Mul"} if model.config.se_ratio else set()
+    assert {n.op_type for n in graph.node} == {"Conv", "Relu", "Add", "GlobalAveragePool", "Flatten", "Gemm", *se}
     x = probe_input(64, batch=3, seed=1)
     with torch.inference_mode():
         expected = model(x)

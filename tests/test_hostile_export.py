@@ -113,11 +113,10 @@ main(sys.argv[2:], prog_name="regnet-convert")
 """
 
 
-@pytest.mark.parametrize("package", ["onnx", "onnxscript"])
-def test_onnx_export_without_the_onnx_extra_says_what_to_install(package, fixtures, tmp_path):
+def test_onnx_export_without_the_onnx_extra_says_what_to_install(fixtures, tmp_path):
     tiny_weights(tmp_path, fixtures)
     before = snapshot(tmp_path)
-    argv = [package, "export", "w.safetensors", "o.onnx", "--to", "onnx"]
+    argv = ["onnx", "export", "w.safetensors", "o.onnx", "--to", "onnx"]
     done = subprocess.run([sys.executable, "-c", _WITHOUT, *argv], cwd=tmp_path, capture_output=True, text=True)
     outcome = Outcome(done.returncode, done.stdout, done.stderr, 0.0, 0)
     check_refusal(outcome, before, snapshot(tmp_path), 2, ["--to onnx", "pip install 'regnet-convert[onnx]'"])

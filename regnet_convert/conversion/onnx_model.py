@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # imported when an .onnx file is read (`onnx_modules`)
 
 INPUT, OUTPUT = "image", "logits"  # the names `export --to onnx` gives the graph's input and output
 MAX_ONNX_BYTES = 2 << 30  # one self-contained file (protobuf's limit)
-# The operators torch's exporter writes for a RegNet (BN folded), in ONNX's own domain: nothing else runs, so no
-# Loop, Scan or If (no subgraphs), no custom or contrib operator, no op that builds tensors of data-dependent size
+# The operators of a RegNet export (BN folded), in ONNX's own domain: those `export --to onnx` writes, and those
+# torch's exporter wrote for earlier versions of it (Reshape, Shape, ...). Nothing else runs, so no Loop, Scan or
+# If (no subgraphs), no custom or contrib operator, no op that builds tensors of data-dependent size
 OPERATORS = frozenset(
     {"Add", "Concat", "Constant", "Conv", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "Mul"}
     | {"ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Transpose", "Unsqueeze"}
