@@ -215,7 +215,8 @@ HOSTILE = {
 @pytest.mark.parametrize("case_id", list(HOSTILE))
 def test_hostile_cache_is_rebuilt_or_bypassed(case_id, primed, zygote, tmp_path):
     """An unusable cache folder means compiling for this run only, with one warning naming it; a damaged entry is
-    rebuilt, never loaded, silently. Either way: the reference counts, exit 0 (no traceback, no library warning)."""
+    rebuilt, never loaded, silently. Either way: the reference counts, exit 0 (no traceback, no library warning).
+    The compilation copies the primed package (the one it would compile; `primed` compiled it for real)."""
     folder, reference, _ = primed
     setup, cache = HOSTILE[case_id]
     shutil.copytree(folder / "cache", tmp_path / "primed-cache")
@@ -225,7 +226,9 @@ def test_hostile_cache_is_rebuilt_or_bypassed(case_id, primed, zygote, tmp_path)
     setup(case)
     before = snapshot(case)
     argv = ["--weights", "tiny.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json"]
-    outcome = zygote.run(VALIDATE, [*argv, "--fast"], case, env={"REGNET_CACHE": str(case / cache)}, seconds=300)
+    (genuine,) = (tmp_path / "primed-cache" / "aoti").glob("*.pt2")  # compiling again would give it: copied
+    env = {"REGNET_CACHE": str(case / cache)}
+    outcome = zygote.run(VALIDATE, [*argv, "--fast"], case, env=env, seconds=300, compiled=genuine)
     unusable = case_id.startswith("cache-")
     why = "is not a folder" if case_id == "cache-is-a-file" else "cannot be used (Not a directory)"
     warning = f"warning: fast-path cache {case / cache}: {why}; not used, compiling for this run only\n"

@@ -318,17 +318,18 @@ def _converted(dtype: str | None, *options: str) -> Setup:
 @pytest.mark.parametrize("path", [[], ["--fast"], ["--channels-last"]], ids=["reference", "fast", "channels-last"])
 @pytest.mark.slow
 def test_every_dtype_validates_in_float32(dtype, path, fixtures, zygote, tmp_path):
+    """Weights that float16 and bfloat16 both hold exactly: every dtype is the same float32 model, so of the three
+    `--fast` cases the first compiles and the others load its package from the session's cache."""
     folder = tmp_path / "case"
     folder.mkdir()
     copy_val(fixtures, folder)
-    if dtype == "float64":
-        save(
-            with_state(fixtures.checkpoint(), lambda s: s.update({k: v.double() for k, v in s.items()})),
-            folder / "d.pyth",
-        )
-        convert_file(folder / "d.pyth", folder / "w.safetensors")
-    else:
-        _converted(dtype)(folder, fixtures)
+
+    def narrowed(state: dict) -> None:
+        wide = {k: v.half().bfloat16().float() if v.is_floating_point() else v for k, v in state.items()}
+        state.update({k: v.double() for k, v in wide.items()} if dtype == "float64" else wide)
+
+    save(with_state(fixtures.checkpoint(), narrowed), folder / "d.pyth")
+    convert_file(folder / "d.pyth", folder / "w.safetensors", dtype=None if dtype == "float64" else dtype)
     argv = ["--weights", "w.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json", *path]
     outcome = zygote.run(VALIDATE, argv, folder, seconds=300)  # --fast compiles: minutes on a loaded 2-core box
     assert outcome.code == 0 and outcome.stderr == "", outcome.stderr  # no traceback, no library warning
