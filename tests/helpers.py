@@ -55,6 +55,13 @@ def native_model_with_random_bn(name: str, seed: int, affine: bool = False) -> r
     return model
 
 
+def aligned_copies(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of `state`'s tensors in memory of their own: safetensors and transformers hand out views of a file at
+    offsets only 8-byte aligned, where the CPU kernels may sum in another order (bit-for-bit checks then fail).
+    Loaded with `assign=True` into a model built on the meta device, no random initialisation is spent."""
+    return {k: v.clone() for k, v in state.items()}
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Torch on one thread inside the block, the previous count restored after it (the `one_thread` fixture; the

@@ -16,7 +16,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 import transformers
 from click.testing import CliRunner
-from helpers import assert_imports_back_bit_identical, probe_input
+from helpers import aligned_copies, assert_imports_back_bit_identical, probe_input
 from images import PHOTOS, photograph
 from PIL import Image
 from pycls_oracle import build, configure_anynet, randomize, save_genuine_checkpoint
@@ -58,7 +58,7 @@ def assert_computes_pycls_logits(model: nn.Module, pycls: tuple[torch.Tensor, to
     # Copies, assigned as the parameters: transformers leaves them in the file's memory map, at offsets only
     # 8-byte aligned, and the CPU kernels take other summation paths on unaligned weights (SE's 1x1 convolutions
     # then differ from pycls by ~1e-5 with every weight equal).
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state = aligned_copies(model.state_dict())
     model.load_state_dict({**state, STEM: state[STEM].flip(1)}, strict=True, assign=True)
     with torch.inference_mode():
         assert torch.equal(model(x).logits, expected)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from helpers import assert_imports_back_bit_identical, probe_input, relative_difference
+from helpers import aligned_copies, assert_imports_back_bit_identical, probe_input, relative_difference
 from pycls_oracle import build, configure_regnet, randomize, save_genuine_checkpoint
 from safetensors.torch import load_file
 from timm.models.regnet import RegNet as TimmRegNet
@@ -58,10 +58,12 @@ def check_against_pycls(timm_model: torch.nn.Module, state: dict, ours: regnet.R
     bgr = probe_input()
     rgb = bgr.flip(1)
     timm_model.eval()
+    # The stem turned back to BGR: every other tensor must then reproduce pycls bit for bit.
+    copies = aligned_copies(state)
+    timm_model.load_state_dict(
+        {**copies, "stem.conv.weight": copies["stem.conv.weight"].flip(1)}, strict=True, assign=True
+    )
     with torch.inference_mode():
-        # The stem turned back to BGR: every other tensor must then reproduce pycls bit for bit.
-        bgr_stem = state["stem.conv.weight"].flip(1)
-        timm_model.load_state_dict({**state, "stem.conv.weight": bgr_stem}, strict=True)
         assert torch.equal(timm_model(bgr), expected)
         timm_model.load_state_dict(state, strict=True)  # the file as written: it takes RGB
         assert torch.equal(ours(rgb), timm_model(rgb))
@@ -82,7 +84,8 @@ def test_timm_loads_the_converted_zoo_model_and_computes_pycls_logits(tmp_path, 
     assert_imports_back_bit_identical("timm", output, source.native, tmp_path / "back.safetensors")
     (tmp_path / "back.safetensors").unlink()
     state, ours = read_and_delete(output)
-    timm_model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
+    with torch.device("meta"):  # no random initialisation: the file's tensors are assigned
+        timm_model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000)
     check_against_pycls(timm_model, state, ours, (source.logits, source.logits64))
     assert ours.metadata.model == name
     pre, timm_cfg = ours.metadata.preprocessing, timm_model.pretrained_cfg  # what timm tells users of these weights
