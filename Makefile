@@ -19,7 +19,7 @@ PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4
 ORACLE_TESTS := tests/test_known_answers.py tests/test_preprocess.py tests/test_zoo_equivalence.py tests/test_timm.py \
 	tests/test_export.py tests/test_export_hf.py tests/test_export_mmcls.py tests/test_export_onnx.py
 
-.PHONY: install test test-fast test-latest test-floor lint demo bench lock clean
+.PHONY: install test test-suite test-fast test-latest test-floor lint demo bench lock clean
 
 # what the demo needs: the package and its runtime dependencies (no test oracle)
 $(RUNTIME): pyproject.toml Makefile $(LOCK) tools/check_lock.py
@@ -44,8 +44,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# every test; whole files per worker, so that each module's fixtures are built once
-test: $(STAMP) lint test-floor
+# every test: lint, the floor's demo and the suite side by side (installing the floor venv is mostly waiting on
+# disk); the suite runs whole files per worker, so that each module's fixtures are built once
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint test-floor test-suite
+
+test-suite: $(STAMP)
 	$(PYTEST) --dist loadfile
 
 # the inner loop (<= 90 s on 2 cores): every subpackage, no slow test and no crafted-input case (make test runs

@@ -4,7 +4,8 @@ converted by `regnet-convert pycls --model NAME`, and pycls's own logits on the 
 The files that check a library against pycls (timm, torchvision, transformers, mmcls, ONNX, the zoo equivalence)
 share these instead of each building, saving and converting all 24 models again. The store is a folder that all
 pytest-xdist workers of a run see; a model is built under a file lock by whichever worker asks first, into a
-temporary folder renamed into place, and read by the others. pycls's logits are computed on one thread, as the
+temporary folder renamed into place, and read by the others; a worker that finds a model being built builds
+the next ones nobody has started meanwhile (so no core sits waiting). pycls's logits are computed on one thread, as the
 test modules that compare with them bit for bit run (the `one_thread` fixture). The controller process removes
 the store when the run ends (`conftest.pytest_sessionfinish`).
 """
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import torch
 from click.testing import CliRunner
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from helpers import one_torch_thread, probe_input
 from pycls_oracle import build, randomize, save_genuine_checkpoint
 
+import regnet
 from regnet_convert.cli.convert import main as convert_main
 
 STORE = "zoo-sources"  # the store's folder name, beside the workers' own temporary folders
+ZOO_ORDER = list(regnet.ZOO)  # the order the suites ask for the models in
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,28 @@ class ZooSources:
 
     def __call__(self, name: str) -> ZooSource:
         done = self.folder / name
-        with FileLock(str(self.folder / f"{name}.lock")):
-            if not done.is_dir():
-                self._build(name, done)
+        while not self._built(name):  # another worker builds it: build the models after it meanwhile
+            if not any(self._built(other) for other in ZOO_ORDER[ZOO_ORDER.index(name) + 1 :] if not self._has(other)):
+                with FileLock(self._lock(name)):  # nothing left to build: wait for it
+                    pass
         record = torch.load(done / "record.pt", weights_only=True)
         return ZooSource(name, done / f"{name}.safetensors", record["conversion"], record["logits"], record["logits64"])
+
+    def _lock(self, name: str) -> str:
+        return str(self.folder / f"{name}.lock")
+
+    def _has(self, name: str) -> bool:
+        return (self.folder / name).is_dir()
+
+    def _built(self, name: str) -> bool:
+        """True when `name` is in the store, built now by this worker if need be; False while another builds it."""
+        try:
+            with FileLock(self._lock(name), timeout=0):
+                if not self._has(name):
+                    self._build(name, self.folder / name)
+        except Timeout:
+            return False
+        return True
 
     @staticmethod
     def _build(name: str, done: Path) -> None:
