@@ -135,9 +135,10 @@ def test_zoo_models_match_on_a_probe_batch(tmp_path, name):
     regnet.save(tmp_path / "native.safetensors", model.state_dict(), metadata)
     export(tmp_path / "native.safetensors", tmp_path / "model.onnx")
     (tmp_path / "native.safetensors").unlink()
-    meta = props(tmp_path / "model.onnx")
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
     assert (meta["model"], meta["channel_order"], meta["source_sha256"]) == (name, "BGR", "ab" * 32)
-    graph = onnx.load(str(tmp_path / "model.onnx")).graph  # BN folded, the native names, a RegNet's operators
+    graph = proto.graph  # BN folded, the native names, a RegNet's operators
     assert {t.name for t in graph.initializer} == set(fold_batchnorm(model).state_dict())
     se = {"Sigmoid", "Mul"} if model.config.se_ratio else set()
     assert {n.op_type for n in graph.node} == {"Conv", "Relu", "Add", "GlobalAveragePool", "Flatten", "Gemm", *se}
