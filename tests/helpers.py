@@ -12,6 +12,7 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import torch
 from click.testing import CliRunner, Result
@@ -60,6 +61,24 @@ def aligned_copies(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     offsets only 8-byte aligned, where the CPU kernels may sum in another order (bit-for-bit checks then fail).
     Loaded with `assign=True` into a model built on the meta device, no random initialisation is spent."""
     return {k: v.clone() for k, v in state.items()}
+
+
+@contextlib.contextmanager
+def without_random_init() -> Iterator[None]:
+    """Modules built inside keep uninitialised tensors (torch.nn.init's fills do nothing): for a model whose
+    shapes are read, or whose every tensor is then loaded, where a builder cannot run on the meta device."""
+    fills = (
+        "uniform_",
+        "normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "trunc_normal_",
+        "zeros_",
+        "ones_",
+        "constant_",
+    )
+    with mock.patch.multiple(torch.nn.init, **{name: lambda tensor, *_, **__: tensor for name in fills}):
+        yield
 
 
 @contextlib.contextmanager
