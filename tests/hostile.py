@@ -3,8 +3,9 @@
 A zygote process imports the command-line tools once and forks one child per case; the child sets
 `resource.setrlimit` limits (address space, CPU time), chdirs into the case's folder and runs the
 command's `main` as the console script would. The parent kills a child that outlives its wall-clock
-limit. Before the first `--fast` case the zygote asks inductor once which vector instructions this CPU builds
-(about 9 s of test compilations, cached in the process), so that each fast-path child does not ask again.
+limit. Before the first `--fast` case the zygote imports inductor's compiler and package loader and asks it once
+which vector instructions this CPU builds (about 9 s of test compilations, cached in the process), so that each
+fast-path child does not do either again.
 `check_refusal` asserts what every refused input must satisfy; `refuse` sets up a `Case`, runs it and checks
 its refusal (the body of every hostile suite's `test_refused`).
 """
@@ -32,8 +33,12 @@ base = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZ
 warm = False
 for line in sys.stdin:
     case = json.loads(line)
-    if "--fast" in case["argv"] and not case["compiled"] and not warm:  # once, before forking: children inherit
+    if "--fast" in case["argv"] and not warm:  # once, before forking: children inherit what it learns
         import shutil, tempfile
+        from regnet import fast_cache
+        with fast_cache._quiet():  # the modules a compilation and a package load import (seconds)
+            import torch._inductor.compile_fx, torch._inductor.codegen.cpp_wrapper_cpu, torch._inductor.package
+            import torch.utils.cpp_extension
         from torch._inductor.cpu_vec_isa import pick_vec_isa  # what inductor learns
         from torch._inductor.utils import fresh_cache
         scratch = tempfile.mkdtemp()
