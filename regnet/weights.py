@@ -239,17 +239,19 @@ def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMeta
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors' own serialisation, made byte-for-byte reproducible: the same tensors and metadata always give the
-    same file (safetensors writes its metadata in hash-map order, which changes from run to run)."""
-    data = safetensors.torch.save(_unshared(tensors), metadata)
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors pads it
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little") + text)
-        f.write(memoryview(data)[8 + length :])
+    """safetensors' own writer, made byte-for-byte reproducible: the same tensors and metadata always give the same
+    file. safetensors writes its metadata in hash-map order, which changes from run to run; the header is then
+    rewritten in place with the metadata sorted (the same JSON in another order, so the same length)."""
+    safetensors.torch.save_file(_unshared(tensors), path, metadata)
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # not the same JSON text: safetensors' escaping would differ from json's
+            raise RuntimeError(f"{path}: safetensors wrote a header of an unexpected form")
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))  # safetensors pads the header with spaces too
 
 
 def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,8 @@ def test_write_safetensors_is_byte_reproducible_and_readable(tmp_path):
 
     tensors = {"b": torch.ones(2, dtype=torch.float16), "a": torch.arange(3.0)}
     metadata = {f"key{i}": f"value {i} é" for i in range(12)}
+    metadata["json"] = '{"quoted": "tab\there", "control": "\u0001", "line": "\u2028", "path": "a/b\\c"}'
+    metadata["raw"] = 'new\nline "quote" \x01 \x7f \u2028 / back\\slash'  # JSON escapes (the header is rewritten)
     digests = set()
     for i in range(ROUNDS):
         write_safetensors(tmp_path / f"{i}.safetensors", tensors, metadata)
