@@ -169,3 +169,15 @@ def test_half_precision_source_exports_float32(tmp_path, converted_200mf):
         x = torch.randn(shape, generator=torch.Generator().manual_seed(5))
         with torch.inference_mode():
             assert relative_difference(run(graph, x), regnet.load(half).float()(x)) < TOLERANCE
+
+
+def test_weights_over_2_gb_are_refused_before_any_work(tmp_path):
+    """One .onnx file holds at most 2 GB (protobuf): more weights are refused from their sizes alone."""
+    from regnet_convert.errors import InputError
+    from regnet_convert.export import onnx_graph
+
+    metadata = WeightsMetadata(regnet.zoo_config("regnetx_200mf"), Preprocessing(), "test", "x", "ab" * 32, "test")
+    state = {"huge": torch.empty(540_000_000, device="meta")}  # 2.16 GB of float32, never allocated
+    with pytest.raises(InputError, match="over 2 GB"):
+        onnx_graph.write(tmp_path / "model.onnx", state, metadata)
+    assert not any(tmp_path.iterdir())

@@ -158,15 +158,15 @@ def export_graph(model: RegNet) -> onnx_module.ModelProto:
 def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata) -> None:
     """Export to the temporary file `path`, with the preprocessing in its metadata, and check it."""
     onnx = _onnx()
+    if 4 * sum(v.numel() for v in state.values()) > MAX_PROTO_BYTES - (1 << 20):  # the graph itself: well under 1 MB
+        raise InputError("--to onnx", "the model is over 2 GB, too large for one self-contained .onnx file")
     model = RegNet.from_state_dict(metadata.config, {k: v.float() for k, v in state.items()}).float().eval()
     proto = export_graph(model)
     proto.producer_version = metadata.converter_version
     for key, value in metadata_props(metadata, probe_logits(model, metadata.preprocessing)).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"RegNet {metadata.model} converted by regnet-convert {metadata.converter_version}"
-    if proto.ByteSize() > MAX_PROTO_BYTES:
-        raise InputError("--to onnx", "the model is over 2 GB, too large for one self-contained .onnx file")
-    onnx.save_model(proto, path)
+    Path(path).write_bytes(proto.SerializeToString())  # serialized once (onnx.save_model would do the same)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
