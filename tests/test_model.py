@@ -142,3 +142,18 @@ def test_save_beside_load_round_trip(tmp_path, converted_200mf):
     with torch.inference_mode():
         assert torch.equal(again(x), model(x))
     assert again.metadata == model.metadata
+
+
+def test_all_finite_finds_every_nan_and_infinity_and_passes_sums_that_overflow():
+    from regnet.weights import all_finite
+
+    big = torch.full((4,), 3e38)  # finite values whose sum overflows float32: the exact check decides
+    assert all_finite(big) and all_finite(big.half().clamp(-6e4, 6e4)) and all_finite(torch.empty(0))
+    assert all_finite(torch.arange(5)) and all_finite(torch.zeros(3, dtype=torch.bfloat16))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            t = torch.randn(1000, generator=torch.Generator().manual_seed(0)).to(dtype)
+            t[417] = bad
+            assert not all_finite(t) and not all_finite(torch.cat([big.to(dtype), t]))
+    both = torch.tensor([float("inf"), float("-inf"), 1.0])  # their sum is NaN
+    assert not all_finite(both)

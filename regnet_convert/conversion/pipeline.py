@@ -16,6 +16,7 @@ import regnet
 from regnet import RegNet, RegNetConfig
 from regnet.imagenet import class_names, is_imagenet_order, wnids
 from regnet.metadata import ChannelOrder, Preprocessing, WeightsMetadata
+from regnet.weights import all_finite
 from regnet_convert import __version__
 from regnet_convert.conversion.architecture import check_cfg_model_type, find_config
 from regnet_convert.conversion.detect import Kind, detect
@@ -72,7 +73,7 @@ def cast_checked(path: Path, state: dict[str, torch.Tensor], dtype: str | None) 
 
 def _check_finite(path: Path, state: dict[str, torch.Tensor], cause: str) -> None:
     for key, tensor in state.items():
-        if not torch.isfinite(tensor).all():
+        if not all_finite(tensor):
             raise InputError(path, f"tensor {key!r} holds infinite or NaN values{cause}")
 
 
