@@ -241,12 +241,12 @@ def save(path: str | Path, state: dict[str, torch.Tensor], metadata: WeightsMeta
 def all_finite(tensor: torch.Tensor) -> bool:
     """No NaN or infinity in `tensor`. A finite sum proves it (a NaN or an infinity makes any sum NaN or infinite),
     at a fraction of an element-wise check's cost; only a sum that overflows needs that check."""
-    if not tensor.is_floating_point():
+    if not (tensor.is_floating_point() or tensor.is_complex()):
         return True
     return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
     """safetensors' own writer, made byte-for-byte reproducible: the same tensors and metadata always give the same
     file. safetensors writes its metadata in hash-map order, which changes from run to run; the header is then
     rewritten in place with the metadata sorted (the same JSON in another order, so the same length)."""
@@ -254,7 +254,9 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
     with open(path, "r+b") as f:
         length = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(length))
-        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        if "__metadata__" not in header:  # no metadata (None): nothing to sort
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
         if len(text) > length:  # not the same JSON text: safetensors' escaping would differ from json's
             raise RuntimeError(f"{path}: safetensors wrote a header of an unexpected form")

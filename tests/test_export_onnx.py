@@ -181,3 +181,16 @@ def test_weights_over_2_gb_are_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="over 2 GB"):
         onnx_graph.write(tmp_path / "model.onnx", state, metadata)
     assert not any(tmp_path.iterdir())
+
+
+def test_other_input_channel_counts_are_refused_with_the_reason(tmp_path):
+    """The probe an .onnx file records, and its readers' check, are a 3-channel image: one line, exit 2, no file."""
+    config = regnet.RegNetConfig((regnet.StageConfig(1, 16, 8),), in_channels=1, num_classes=4)
+    model = regnet.RegNet(config).init_weights()
+    regnet.save(tmp_path / "gray.safetensors", model.state_dict(), WeightsMetadata(config, Preprocessing(), "test",
+                "x", "ab" * 32, "test"))  # fmt: skip
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "gray.safetensors"), str(tmp_path / "gray.onnx"),
+                                       "--to", "onnx"])  # fmt: skip
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "onnx cannot express this RegNet: 1 input channels (an .onnx export takes 3)" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["gray.safetensors"]

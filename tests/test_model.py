@@ -156,4 +156,5 @@ def test_all_finite_finds_every_nan_and_infinity_and_passes_sums_that_overflow()
             t[417] = bad
             assert not all_finite(t) and not all_finite(torch.cat([big.to(dtype), t]))
     both = torch.tensor([float("inf"), float("-inf"), 1.0])  # their sum is NaN
-    assert not all_finite(both)
+    assert not all_finite(both) and not all_finite(torch.tensor([1 + 1j, complex("nan")]))
+    assert all_finite(torch.tensor([1 + 1j, 2 - 3j]))

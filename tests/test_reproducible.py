@@ -38,6 +38,9 @@ def test_write_safetensors_is_byte_reproducible_and_readable(tmp_path):
         assert f.metadata() == metadata and f.get_tensor("a").tolist() == [0.0, 1.0, 2.0]
     length = int.from_bytes((tmp_path / "0.safetensors").read_bytes()[:8], "little")
     assert length % 8 == 0
+    write_safetensors(tmp_path / "bare.safetensors", tensors, None)  # no metadata at all: none is written
+    with safe_open(tmp_path / "bare.safetensors", "pt") as f:
+        assert f.metadata() is None and f.get_tensor("b").tolist() == [1.0, 1.0]
     assert list(json.loads((tmp_path / "0.safetensors").read_bytes()[8 : 8 + length])["__metadata__"]) == sorted(
         metadata
     )

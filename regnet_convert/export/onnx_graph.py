@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from regnet import RegNet
+from regnet import RegNet, RegNetConfig
 from regnet.fast import fold_batchnorm
 from regnet.metadata import WeightsMetadata
 from regnet.model import Bottleneck, ConvBN, SqueezeExcite
@@ -166,12 +166,21 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     for key, value in metadata_props(metadata, probe_logits(model, metadata.preprocessing)).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"RegNet {metadata.model} converted by regnet-convert {metadata.converter_version}"
-    Path(path).write_bytes(proto.SerializeToString())  # serialized once (onnx.save_model would do the same)
+    data = proto.SerializeToString()  # once (onnx.save_model would do the same); protobuf does not refuse > 2 GB
+    if len(data) > MAX_PROTO_BYTES:  # the metadata (class names, probe) on top of weights just under the limit
+        raise InputError("--to onnx", "the model is over 2 GB, too large for one self-contained .onnx file")
+    Path(path).write_bytes(data)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError("--to onnx", f"the exported graph fails onnx.checker ({first})") from None
+
+
+def refuse(config: RegNetConfig) -> str | None:
+    """Why an .onnx file cannot hold `config`, or None: the probe its metadata records, and the readers' check of
+    it, are a 3-channel image."""
+    return f"{config.in_channels} input channels (an .onnx export takes 3)" if config.in_channels != 3 else None
 
 
 TARGET = Target(
@@ -180,5 +189,6 @@ TARGET = Target(
     "the source's channel order; metadata_props state channel_order, mean, std, resize and crop",
     None,
     write,
+    refuse=refuse,
     requires=_onnx,
 )
