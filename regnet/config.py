@@ -60,10 +60,17 @@ class RegNetConfig:
                 )
         if self.se_ratio is not None and not (math.isfinite(self.se_ratio) and self.se_ratio > 0):
             raise ValueError("se_ratio must be positive (or None for no squeeze-excitation)")
+        if self.se_ratio is not None and round((narrowest := self._narrowest_block_input()) * self.se_ratio) < 1:
+            raise ValueError(f"se_ratio {self.se_ratio:g} leaves a block of {narrowest} input channels no SE channel")
         if min(self.stem_width, self.num_classes, self.in_channels) < 1:
             raise ValueError("stem width, classes and input channels must be positive")
         if not (math.isfinite(self.bn_eps) and self.bn_eps > 0):
             raise ValueError(f"BN eps must be a positive number, not {self.bn_eps}")
+
+    def _narrowest_block_input(self) -> int:
+        """The fewest channels any block takes in (its SE width is that times se_ratio, rounded, as in pycls)."""
+        firsts = [self.stem_width] + [stage.width for stage in self.stages[:-1]]
+        return min(firsts + [stage.width for stage in self.stages if stage.depth > 1])
 
     def _check_plausible(self) -> None:
         """Refuse sizes no RegNet has (they would only cost time and memory), before any arithmetic on them."""

@@ -55,6 +55,11 @@ def cfg_cases() -> list[Case]:
             lambda c: (set_key("REGNET", "SE_ON", True)(c), set_key("REGNET", "SE_R", -1.0)(c)),
             "positive",
         ),
+        (
+            "se-ratio-rounds-to-no-channel",
+            lambda c: (set_key("REGNET", "SE_ON", True)(c), set_key("REGNET", "SE_R", 0.001)(c)),
+            "no SE channel",
+        ),
         ("missing-depth", lambda c: c["REGNET"].pop("DEPTH"), "its cfg has no REGNET.DEPTH"),
         ("model-type-resnet", set_key("MODEL", "TYPE", "resnet"), "MODEL.TYPE 'resnet'"),
         ("stem-width-1e30", set_key("REGNET", "STEM_W", 10**30), "implausible RegNet"),
