@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from crafted import copy_val
-from helpers import relative_difference
+from helpers import compiling_by_copy, relative_difference
 from hostile import snapshot
 
 from regnet import RegNet, fast_cache
@@ -88,7 +88,7 @@ def test_other_thread_count_and_input_size_are_other_entries(tiny, cache, pristi
     torch.set_num_threads(2)
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(fast_cache, "_compile", lambda folded, example, path: shutil.copy(pristine, path))
+            patch.setattr(fast_cache, "_compile", compiling_by_copy(pristine))
             two = fast_model(model, resolution=SIZE)
     finally:
         torch.set_num_threads(1)
@@ -140,7 +140,7 @@ def test_damaged_or_stale_entry_is_rebuilt(damage, tiny, cache, pristine, monkey
     key = fast_cache.entry_key(fast_model(model, backend="eager"), TINY, (3, SIZE, SIZE))
     package = cache / f"{fast_cache.digest_of(key)}.pt2"
     damage(package, package.with_suffix(".json"))
-    monkeypatch.setattr(fast_cache, "_compile", lambda folded, example, path: shutil.copy(pristine, path))
+    monkeypatch.setattr(fast_cache, "_compile", compiling_by_copy(pristine))
     before = dataclasses.replace(fast_cache.stats)
     rebuilt = fast_model(model, resolution=SIZE)
     assert fast_cache.stats == dataclasses.replace(before, builds=before.builds + 1, rejected=before.rejected + 1)

@@ -5,9 +5,9 @@ The files that check a library against pycls (timm, torchvision, transformers, m
 share these instead of each building, saving and converting all 24 models again. The store is a folder that all
 pytest-xdist workers of a run see; a model is built under a file lock by whichever worker asks first, into a
 temporary folder renamed into place, and read by the others; a worker that finds a model being built builds
-the next ones nobody has started meanwhile (so no core sits waiting). pycls's logits are computed on one thread, as the
-test modules that compare with them bit for bit run (the `one_thread` fixture). The controller process removes
-the store when the run ends (`conftest.pytest_sessionfinish`).
+the next ones nobody has started meanwhile (so no core sits waiting). pycls's logits are computed on one thread,
+as the test modules that compare with them bit for bit run (the `one_thread` fixture). The controller process
+removes the store when the run ends (`conftest.pytest_sessionfinish`).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class ZooSources:
 
     def __call__(self, name: str) -> ZooSource:
         done = self.folder / name
-        while not self._built(name):  # another worker builds it: build the models after it meanwhile
-            if not any(self._built(other) for other in ZOO_ORDER[ZOO_ORDER.index(name) + 1 :] if not self._has(other)):
+        while not self._built(name):  # another worker builds it: build a model after it meanwhile
+            if not self._build_one_after(name):
                 with FileLock(self._lock(name)):  # nothing left to build: wait for it
                     pass
         record = torch.load(done / "record.pt", weights_only=True)
@@ -62,6 +62,11 @@ class ZooSources:
 
     def _has(self, name: str) -> bool:
         return (self.folder / name).is_dir()
+
+    def _build_one_after(self, name: str) -> bool:
+        """Build the first model after `name` (zoo order) that nobody has built or started; False if none is left."""
+        later = ZOO_ORDER[ZOO_ORDER.index(name) + 1 :]
+        return any(self._built(other) for other in later if not self._has(other))
 
     def _built(self, name: str) -> bool:
         """True when `name` is in the store, built now by this worker if need be; False while another builds it."""

@@ -26,12 +26,12 @@ from regnet import RegNet, RegNetConfig
 from regnet.fast import fold_batchnorm
 from regnet.metadata import WeightsMetadata
 from regnet.model import Bottleneck, ConvBN, SqueezeExcite
-from regnet_convert.conversion.onnx_model import probe_logits
+from regnet_convert.conversion.onnx_model import INPUT, MAX_ONNX_BYTES, OUTPUT, probe_logits
 from regnet_convert.errors import InputError
 from regnet_convert.export.target import Target
 
-INPUT, OUTPUT = "image", "logits"
-MAX_PROTO_BYTES = (2 << 30) - 1  # protobuf's limit for one serialized message: larger needs external data files
+MAX_PROTO_BYTES = MAX_ONNX_BYTES - 1  # protobuf's limit for one serialized message: larger needs external data
+TOO_LARGE = "the model is over 2 GB, too large for one self-contained .onnx file"
 OPSET, IR_VERSION = 17, 8  # ONNX 1.12 (2022) and newer read IR 8; onnxruntime 1.12 and newer run opset 17
 
 if TYPE_CHECKING:
@@ -159,8 +159,8 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     """Export to the temporary file `path`, with the preprocessing in its metadata, and check it."""
     onnx = _onnx()
     if 4 * sum(v.numel() for v in state.values()) > MAX_PROTO_BYTES - (1 << 20):  # the graph itself: well under 1 MB
-        raise InputError("--to onnx", "the model is over 2 GB, too large for one self-contained .onnx file")
-    model = RegNet.from_state_dict(metadata.config, {k: v.float() for k, v in state.items()}).float().eval()
+        raise InputError("--to onnx", TOO_LARGE)
+    model = RegNet.from_state_dict(metadata.config, {k: v.float() for k, v in state.items()})
     proto = export_graph(model)
     proto.producer_version = metadata.converter_version
     for key, value in metadata_props(metadata, probe_logits(model, metadata.preprocessing)).items():
@@ -168,7 +168,7 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
     proto.doc_string = f"RegNet {metadata.model} converted by regnet-convert {metadata.converter_version}"
     data = proto.SerializeToString()  # once (onnx.save_model would do the same); protobuf does not refuse > 2 GB
     if len(data) > MAX_PROTO_BYTES:  # the metadata (class names, probe) on top of weights just under the limit
-        raise InputError("--to onnx", "the model is over 2 GB, too large for one self-contained .onnx file")
+        raise InputError("--to onnx", TOO_LARGE)
     Path(path).write_bytes(data)
     try:
         onnx.checker.check_model(str(path), full_check=True)
