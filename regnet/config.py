@@ -58,12 +58,12 @@ class RegNetConfig:
                     f"stage {i}: bottleneck width {stage.bottleneck_width} is not a multiple "
                     f"of the group width {stage.group_width}"
                 )
+        if min(self.stem_width, self.num_classes, self.in_channels) < 1:
+            raise ValueError("stem width, classes and input channels must be positive")
         if self.se_ratio is not None and not (math.isfinite(self.se_ratio) and self.se_ratio > 0):
             raise ValueError("se_ratio must be positive (or None for no squeeze-excitation)")
         if self.se_ratio is not None and round((narrowest := self._narrowest_block_input()) * self.se_ratio) < 1:
             raise ValueError(f"se_ratio {self.se_ratio:g} leaves a block of {narrowest} input channels no SE channel")
-        if min(self.stem_width, self.num_classes, self.in_channels) < 1:
-            raise ValueError("stem width, classes and input channels must be positive")
         if not (math.isfinite(self.bn_eps) and self.bn_eps > 0):
             raise ValueError(f"BN eps must be a positive number, not {self.bn_eps}")
 
@@ -84,7 +84,7 @@ class RegNetConfig:
             (self.num_classes > MAX_CLASSES, f"{self.num_classes} classes (at most {MAX_CLASSES})"),
             (self.in_channels > 64, f"{self.in_channels} input channels (at most 64)"),
             (max(stage.stride for stage in self.stages) > MAX_STRIDE, f"a stride over {MAX_STRIDE}"),
-            (not all(0 <= r <= MAX_RATIO for r in ratios), f"a bottleneck or SE ratio over {MAX_RATIO:g}"),
+            (not all(0 <= r <= MAX_RATIO for r in ratios), f"a bottleneck or SE ratio outside 0 to {MAX_RATIO:g}"),
             (not 0 < self.bn_eps <= 1, f"BN eps {self.bn_eps} (a positive number up to 1)"),
         ]
         if found := [text for bad, text in problems if bad]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -273,9 +274,16 @@ class RegNet(nn.Module):
 
 def expected_shapes(config: RegNetConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor name and shape of the model for `config` (built on the meta device: no memory)."""
+    return dict(_expected_shapes(config))
+
+
+@functools.lru_cache(maxsize=32)
+def _expected_shapes(config: RegNetConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`expected_shapes`, remembered: a conversion or an export asks several times for the same architecture, and
+    building a large one, even on the meta device, takes a tenth of a second."""
     with torch.device("meta"):
         model = RegNet(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
 
 
 def shape_problems(shapes: Mapping[str, tuple[int, ...]], config: RegNetConfig, limit: int = 3) -> list[str]:

@@ -13,7 +13,10 @@ from click.testing import CliRunner
 from crafted import Fixtures, build_fixtures
 from helpers import convert_file, native_model_with_random_bn, one_torch_thread
 from hostile import Zygote
-from zoo_sources import ZooSources, store_folder
+from package_store import STORE as PACKAGES
+from package_store import PackageStore
+from zoo_sources import STORE as ZOO
+from zoo_sources import ZooSources, run_folder
 
 # Test-only oracles that the `test` extra cannot pin (their own pins would swap torch): the Makefile installs them.
 ORACLES = {"pycls": "0.1.1", "mmcv": "1.7.2", "mmcls": "0.25.0"}
@@ -35,10 +38,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The controller (not an xdist worker) removes the shared zoo store (3 GB) once every worker is done."""
+    """The controller (not an xdist worker) removes the run's shared stores (3 GB of zoo models, compiled
+    packages) once every worker is done."""
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None and not hasattr(session.config, "workerinput"):
-        shutil.rmtree(store_folder(factory.getbasetemp()), ignore_errors=True)
+        for store in (ZOO, PACKAGES):
+            shutil.rmtree(run_folder(factory.getbasetemp()) / store, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,4 +97,11 @@ def one_thread():
 @pytest.fixture(scope="session")
 def zoo_sources(tmp_path_factory) -> ZooSources:
     """Each zoo model's pycls checkpoint converted once in this run, with pycls's logits (zoo_sources.py)."""
-    return ZooSources(store_folder(tmp_path_factory.getbasetemp()))
+    return ZooSources(run_folder(tmp_path_factory.getbasetemp()) / ZOO)
+
+
+@pytest.fixture(scope="session")
+def compile_once(tmp_path_factory) -> PackageStore:
+    """Fast-path packages compiled once in this run: `compile_once.compile` replaces `fast_cache._compile`
+    (package_store.py)."""
+    return PackageStore(run_folder(tmp_path_factory.getbasetemp()) / PACKAGES)

@@ -192,5 +192,5 @@ def test_other_input_channel_counts_are_refused_with_the_reason(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "gray.safetensors"), str(tmp_path / "gray.onnx"),
                                        "--to", "onnx"])  # fmt: skip
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert "onnx cannot express this RegNet: 1 input channels (an .onnx export takes 3)" in result.output
+    assert "onnx cannot express this RegNet: 1 input channel (an .onnx export takes 3)" in result.output
     assert sorted(os.listdir(tmp_path)) == ["gray.safetensors"]

@@ -43,15 +43,18 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny(cache) -> tuple[RegNet, torch.nn.Module]:
-    """A tiny RegNetY with random BN statistics, and its fast path (compiled once, into `cache`)."""
+def tiny(cache, compile_once) -> tuple[RegNet, torch.nn.Module]:
+    """A tiny RegNetY with random BN statistics, and its fast path (built into `cache`; the package compiled once
+    per run, test_hostile_fast_cache.py uses it too: package_store.py)."""
     torch.manual_seed(0)
     model = RegNet(TINY).eval()
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.running_mean.normal_(0, 0.1)
             bn.running_var.uniform_(0.5, 2.0)
-    return model, fast_model(model, resolution=SIZE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_cache, "_compile", compile_once.compile)
+        return model, fast_model(model, resolution=SIZE)
 
 
 def entries(folder: Path) -> dict[str, dict]:
@@ -80,9 +83,9 @@ def test_second_preparation_loads_the_cache(tiny, cache):
     agrees(model, again)
 
 
-def test_other_thread_count_and_input_size_are_other_entries(tiny, cache, pristine, monkeypatch):
+def test_other_thread_count_and_input_size_are_other_entries(tiny, cache, pristine, compile_once, monkeypatch):
     """Each is an entry of its own. The two-thread package 'compiles' by copying the one-thread one (it runs on
-    any thread count; the key is what is checked), the other size compiles for real."""
+    any thread count; the key is what is checked), the other size compiles for real (once per run)."""
     model, fast = tiny
     builds = fast_cache.stats.builds
     torch.set_num_threads(2)
@@ -92,6 +95,7 @@ def test_other_thread_count_and_input_size_are_other_entries(tiny, cache, pristi
             two = fast_model(model, resolution=SIZE)
     finally:
         torch.set_num_threads(1)
+    monkeypatch.setattr(fast_cache, "_compile", compile_once.compile)
     agrees(model, fast, size=40)  # another size: a package built on first use
     agrees(model, two)
     assert fast_cache.stats.builds == builds + 2

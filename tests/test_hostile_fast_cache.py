@@ -3,9 +3,9 @@ not the user's own is never read, an entry is loaded only when it is a regular f
 record, and a loaded package is used only when it computes this model (a probe). No case hangs, reads a record
 whole, or leaves a build folder behind.
 
-One tiny RegNetY package is compiled per session; where a case would compile again, `_compile` copies that
-package instead (or fails, leaving the model eager), so that each case costs a load, not a compilation. One case
-runs `regnet-validate --fast` for real in a forked child.
+One tiny RegNetY package is compiled per run (package_store.py: test_fast_cache.py compiles the same); where a
+case would compile again, `_compile` copies that package instead (or fails, leaving the model eager), so that each
+case costs a load, not a compilation. One case runs `regnet-validate --fast` for real in a forked child.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32
 NOBODY = 65534
-REAL_COMPILE = fast_cache._compile  # the `cache` fixture replaces it with a copy of the genuine package
 PLANTED = r"""
 #include <stdio.h>
 __attribute__((constructor)) static void planted(void) {
@@ -64,11 +63,12 @@ def key_of(model: RegNet) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def genuine(tmp_path_factory) -> Path:
-    """A package of `tiny_model(0)` for SIZE inputs and one thread, compiled once per session (a copy)."""
+def genuine(tmp_path_factory, compile_once) -> Path:
+    """A package of `tiny_model(0)` for SIZE inputs and one thread, compiled once per run (a copy)."""
     root = tmp_path_factory.mktemp("fast-genuine")
     with one_torch_thread(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGNET_CACHE", str(root))
+        patch.setattr(fast_cache, "_compile", compile_once.compile)
         fast_model(tiny_model(0), resolution=SIZE)
     (package,) = (root / "aoti").glob("*.pt2")
     return Path(shutil.copy(package, tmp_path_factory.mktemp("fast-package") / "genuine.pt2"))
@@ -179,15 +179,16 @@ def test_planted_library_is_never_loaded(make, cache, genuine, tmp_path):
         assert entry.stat().st_uid == os.getuid() and entry.stat().st_mode & 0o077 == 0
 
 
-def test_untrusted_cache_is_reported_once(cache, genuine, monkeypatch):
+def test_untrusted_cache_is_reported_once(cache, genuine, compile_once, monkeypatch):
     """A cache that is not the user's own is named in one warning (whatever the number of input sizes; the second
-    size is compiled for real: the genuine package is for SIZE only, and a failed compilation warns too)."""
+    size is compiled for real, once per run: the genuine package is for SIZE only, and a failed compilation warns
+    too)."""
     os.chown(cache, NOBODY, NOBODY)
     monkeypatch.setattr(fast_cache, "_warned", set())
     copy = fast_cache._compile
 
     def compile_for_real_beyond_size(folded: RegNet, example: torch.Tensor, path: Path) -> None:
-        (copy if example.shape[-1] == SIZE else REAL_COMPILE)(folded, example, path)
+        (copy if example.shape[-1] == SIZE else compile_once.compile)(folded, example, path)
 
     monkeypatch.setattr(fast_cache, "_compile", compile_for_real_beyond_size)
     lines: list[str] = []

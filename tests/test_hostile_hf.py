@@ -263,7 +263,7 @@ def export_cases() -> list[Case]:
         export_case("bn-eps", "out", refused(RegNetConfig(stages, 0.25, num_classes=5, bn_eps=1e-3)),
                     ["BN eps 0.001"]),
         export_case("channels", "out", refused(RegNetConfig(stages, 0.25, num_classes=5, in_channels=1)),
-                    ["1 input channels"]),
+                    ["1 input channel (an image"]),
     ]  # fmt: skip
 
 

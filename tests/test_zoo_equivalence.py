@@ -10,7 +10,7 @@ from pycls_oracle import build, randomize, save_genuine_checkpoint
 import regnet
 from regnet.layouts import LAYOUTS
 
-pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+pytestmark = [pytest.mark.oracle, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.mark.parametrize("name", list(regnet.ZOO))

@@ -21,7 +21,7 @@ import torch
 from click.testing import CliRunner
 from filelock import FileLock, Timeout
 from helpers import one_torch_thread, probe_input
-from pycls_oracle import build, randomize, save_genuine_checkpoint
+from pycls_oracle import build_random, save_genuine_checkpoint
 
 import regnet
 from regnet_convert.cli.convert import main as convert_main
@@ -83,7 +83,7 @@ class ZooSources:
         staging = done.with_name(f".{name}.staging")
         shutil.rmtree(staging, ignore_errors=True)
         with one_torch_thread():
-            reference = randomize(build(name), seed=zlib.crc32(name.encode()))
+            reference = build_random(name, seed=zlib.crc32(name.encode()))
             source = save_genuine_checkpoint(reference, staging / "train")
             native = staging / f"{name}.safetensors"
             argv = ["pycls", str(source), str(native), "--model", name, "--quiet"]
@@ -106,6 +106,7 @@ def pycls_logits(reference: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor
     return logits, logits64
 
 
-def store_folder(basetemp: Path) -> Path:
-    """The store of the run whose (worker's) temporary folder is `basetemp`: one for all xdist workers."""
-    return (basetemp.parent if basetemp.name.startswith("popen-gw") else basetemp) / STORE
+def run_folder(basetemp: Path) -> Path:
+    """The folder of the run whose (worker's) temporary folder is `basetemp`: one for all xdist workers, where
+    the run's shared stores live."""
+    return basetemp.parent if basetemp.name.startswith("popen-gw") else basetemp

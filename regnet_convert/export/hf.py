@@ -20,7 +20,7 @@ from regnet.metadata import WeightsMetadata
 from regnet.weights import write_safetensors
 from regnet_convert.conversion.pipeline import HF_PROVENANCE, PROVENANCE_PREFIX
 from regnet_convert.export.model_card import card
-from regnet_convert.export.target import Target
+from regnet_convert.export.target import Target, input_channels
 
 HF_BN_EPS = 1e-5  # nn.BatchNorm2d's default: transformers' RegNet sets no other
 HF_SE_RATIO = 0.25  # RegNetSELayer(reduced_channels=round(in_channels / 4))
@@ -52,7 +52,7 @@ def refuse(config: RegNetConfig) -> str | None:
     if config.bn_eps != HF_BN_EPS:
         reasons.append(f"BN eps {config.bn_eps:g} (transformers uses {HF_BN_EPS:g})")
     if config.in_channels != 3:
-        reasons.append(f"{config.in_channels} input channels (an image processor normalises 3: RGB)")
+        reasons.append(f"{input_channels(config.in_channels)} (an image processor normalises 3: RGB)")
     return "; ".join(reasons) or None
 
 

@@ -28,7 +28,7 @@ from regnet.metadata import WeightsMetadata
 from regnet.model import Bottleneck, ConvBN, SqueezeExcite
 from regnet_convert.conversion.onnx_model import INPUT, MAX_ONNX_BYTES, OUTPUT, probe_logits
 from regnet_convert.errors import InputError
-from regnet_convert.export.target import Target
+from regnet_convert.export.target import Target, input_channels
 
 MAX_PROTO_BYTES = MAX_ONNX_BYTES - 1  # protobuf's limit for one serialized message: larger needs external data
 TOO_LARGE = "the model is over 2 GB, too large for one self-contained .onnx file"
@@ -180,7 +180,7 @@ def write(path: Path, state: dict[str, torch.Tensor], metadata: WeightsMetadata)
 def refuse(config: RegNetConfig) -> str | None:
     """Why an .onnx file cannot hold `config`, or None: the probe its metadata records, and the readers' check of
     it, are a 3-channel image."""
-    return f"{config.in_channels} input channels (an .onnx export takes 3)" if config.in_channels != 3 else None
+    return f"{input_channels(config.in_channels)} (an .onnx export takes 3)" if config.in_channels != 3 else None
 
 
 TARGET = Target(

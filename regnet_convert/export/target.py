@@ -16,6 +16,11 @@ Writer = Callable[[Path, dict[str, torch.Tensor], WeightsMetadata], None]
 NameMap = tuple[Callable[[str], str], Callable[[str], str]]  # native -> target, target -> native
 
 
+def input_channels(count: int) -> str:
+    """'1 input channel', '4 input channels': the phrase a refusal names an architecture's input with."""
+    return f"{count} input channel{'' if count == 1 else 's'}"
+
+
 def _anything(config: RegNetConfig) -> str | None:
     return None
 
