@@ -74,7 +74,7 @@ def test_invalid_designs_are_rejected():
     with pytest.raises(ValueError, match="invalid RegNet parameters"):
         RegNetParams(depth=10, w0=20, wa=5.0, wm=2.5, group_width=8).stages()
     stages = (StageConfig(1, 24, 8),)
-    with pytest.raises(ValueError, match="^stem width, classes and input channels must be positive$"):
+    with pytest.raises(ValueError, match=r"^stem width, classes and input channels must be positive$"):
         RegNetConfig(stages, se_ratio=0.25, stem_width=0)  # named before the SE width it would round to 0
     for ratio in (-0.25, float("nan"), 17.0):
         with pytest.raises(ValueError, match="a bottleneck or SE ratio outside 0 to 16"):
