@@ -12,7 +12,6 @@ compiler) do not use it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -27,13 +26,8 @@ STORE = "fast-packages"  # the store's folder name, beside the zoo store (zoo_so
 
 
 def package_key(folded: torch.nn.Module, example: torch.Tensor) -> str:
-    """A digest of what a compiled package of `folded` for inputs shaped like `example` depends on."""
-    digest = hashlib.sha256(f"{folded}\n{tuple(example.shape[1:])}\n{torch.get_num_threads()}\n".encode())
-    for name, tensor in folded.state_dict().items():
-        t = tensor.detach().contiguous().reshape(-1)
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-    return digest.hexdigest()[:32]
+    """The fast cache's own digest of what a package depends on, the module tree standing for the architecture."""
+    return fast_cache.digest_of(fast_cache.entry_key(folded, folded, tuple(example.shape[1:])))
 
 
 class PackageStore:

@@ -52,7 +52,7 @@ def build(name_or_type: str | None = None, num_classes: int = 1000) -> torch.nn.
 
 def build_random(name: str, seed: int) -> torch.nn.Module:
     """`randomize(build(name), seed)` without pycls's own initialisation first (built on the meta device, then
-    given memory that `randomize` fills whole): the same tensors, in a third of the time for the large models."""
+    given memory that `randomize` fills whole): the same tensors, in about half the time for the large models."""
     configure_regnet(ZOO[name])
     with torch.device("meta"):
         model = builders.build_model()
