@@ -93,3 +93,34 @@ def test_a_lock_that_is_not_a_small_regular_file_is_refused(tmp_path, kind):
         lock.write_text("numpy==2.4.6\n" + "# padding\n" * 10_000)
     done = check(lock)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and str(lock) in done.stderr
+
+
+def pip_sources(env: dict[str, str], config: str | None = None, tmp_path: Path | None = None) -> list[str]:
+    """tools/pip_sources.py's uv options under `env` (PIP_* variables) and a pip.conf holding `config`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | env
+    if config is not None and tmp_path is not None:
+        (tmp_path / "pip.conf").write_text(config)
+        environment["PIP_CONFIG_FILE"] = str(tmp_path / "pip.conf")  # pip then reads this file alone
+    else:
+        environment["PIP_CONFIG_FILE"] = os.devnull
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "pip_sources.py"), sys.executable],
+        capture_output=True, text=True, timeout=60, env=environment,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.split()
+
+
+def test_uv_is_given_the_sources_pip_would_use(tmp_path):
+    """pip's precedence (environment over the file), lists split, no-index as a flag, nothing for plain PyPI."""
+    assert pip_sources({}) == []
+    config = "[global]\nindex-url = https://mirror.example/simple\nfind-links = /a /b\n[install]\nno-index = yes\n"
+    assert pip_sources({}, config, tmp_path) == [
+        "--index-url", "https://mirror.example/simple", "--find-links", "/a", "--find-links", "/b", "--no-index",
+    ]  # fmt: skip
+    env = {"PIP_FIND_LINKS": "/c", "PIP_EXTRA_INDEX_URL": "file:///x/simple file:///y/simple"}
+    assert pip_sources(env, config, tmp_path) == [
+        "--index-url", "https://mirror.example/simple", "--extra-index-url", "file:///x/simple",
+        "--extra-index-url", "file:///y/simple", "--find-links", "/c", "--no-index",
+    ]  # fmt: skip
+    assert "--no-index" not in pip_sources({"PIP_NO_INDEX": "false"}, config, tmp_path)
