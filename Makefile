@@ -9,10 +9,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 # pip installs uv (pinned by the lock), uv the rest: 3 min -> 1.5 min on a fresh clone (bench/README.md, "Install").
 # uv reads no pip configuration, so tools/pip_sources.py hands it pip's indexes and find-links; its cache lies
-# beside the venvs (one file system: files are hard-linked, not copied). The suite's venv is byte-compiled as pip
-# would (with PYTHONDONTWRITEBYTECODE set, every process would compile torch again); the floor's, run once, is not
+# inside the venv (one file system: files are hard-linked, not copied; and out of the source tree, which tests copy
+# and walk). The suite's venv is byte-compiled as pip would (with PYTHONDONTWRITEBYTECODE set, every process would
+# compile torch again); the floor's, run once, is not
 UV := $(BIN)/uv
-export UV_CACHE_DIR ?= $(CURDIR)/.uv-cache
+export UV_CACHE_DIR ?= $(abspath $(VENV))/.uv-cache
 export UV_NATIVE_TLS ?= 1
 UV_INSTALL = $(UV) pip install --quiet --index-strategy unsafe-best-match $(shell $(PYTHON) tools/pip_sources.py) \
 	--python
@@ -107,4 +108,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-floor .pytest_cache .uv-cache
+	rm -rf $(VENV) .venv-latest .venv-floor .pytest_cache
