@@ -15,8 +15,10 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 UV := $(BIN)/uv
 export UV_CACHE_DIR ?= $(abspath $(VENV))/.uv-cache
 export UV_NATIVE_TLS ?= 1
-UV_INSTALL = $(UV) pip install --quiet --index-strategy unsafe-best-match $(shell $(PYTHON) tools/pip_sources.py) \
-	--python
+# pip's sources, asked once and only by a recipe that installs
+PIP_SOURCES = $(eval PIP_SOURCES := $$(shell $(PYTHON) tools/pip_sources.py))$(PIP_SOURCES)
+UV_INSTALL = $(UV) pip install --quiet --index-strategy unsafe-best-match $(PIP_SOURCES) --python
+VENV_INSTALL = $(UV_INSTALL) $(BIN)/python --compile-bytecode
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 # test-only oracles, installed apart: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps), and the
@@ -36,16 +38,15 @@ $(RUNTIME): pyproject.toml Makefile $(LOCK) tools/check_lock.py
 	$(PYTHON) tools/check_lock.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -c $(LOCK) uv
-	$(UV_INSTALL) $(BIN)/python --compile-bytecode -c $(LOCK) $(firstword $(TORCH_SPEC)) -e .
+	$(VENV_INSTALL) -c $(LOCK) $(firstword $(TORCH_SPEC)) -e .
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
 	# one resolve, the pins included, so the test extra (timm) cannot swap torch or torchvision for other builds
-	$(UV_INSTALL) $(BIN)/python --compile-bytecode -c $(LOCK) $(TORCH_SPEC) -e ".[test]"
-	$(UV_INSTALL) $(BIN)/python --compile-bytecode -c $(LOCK) --no-deps $(ORACLES)
+	$(VENV_INSTALL) -c $(LOCK) $(TORCH_SPEC) -e ".[test]"
+	$(VENV_INSTALL) -c $(LOCK) --no-deps $(ORACLES)
 	printf 'setuptools<70\n' > $(VENV)/build-constraints.txt
-	$(UV_INSTALL) $(BIN)/python --compile-bytecode -c $(LOCK) --no-deps \
-		--build-constraint $(VENV)/build-constraints.txt $(MM_ORACLES)
+	$(VENV_INSTALL) -c $(LOCK) --no-deps --build-constraint $(VENV)/build-constraints.txt $(MM_ORACLES)
 	touch $(STAMP)
 
 install: $(STAMP)

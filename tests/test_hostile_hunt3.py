@@ -312,16 +312,16 @@ def test_the_lock_keeps_comments_as_pip_reads_them(tmp_path: Path):
 # ---- interrupted -------------------------------------------------------------------------------------------------
 
 
-def wait_until_it_catches(pid: int, signum: int, seconds: float = 120) -> None:
-    """Return once process `pid` has a handler for `signum` (its command is running), per /proc/PID/status."""
+def wait_until_it_catches(child: subprocess.Popen, signum: int, seconds: float = 120) -> None:
+    """Return once `child` has a handler for `signum` (its command is running), per /proc/PID/status."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        status = Path(f"/proc/{pid}/status").read_text()
+    while time.monotonic() < deadline and child.poll() is None:
+        status = Path(f"/proc/{child.pid}/status").read_text()
         caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
         if caught >> (signum - 1) & 1:
             return
         time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not catch signal {signum} within {seconds} s")
+    raise AssertionError(f"the process did not catch signal {signum} within {seconds} s (exit code {child.poll()})")
 
 
 def test_sigterm_during_predict_keeps_the_previous_json(inputs: Inputs, tmp_path: Path):
@@ -334,7 +334,7 @@ def test_sigterm_during_predict_keeps_the_previous_json(inputs: Inputs, tmp_path
     (tmp_path / "p.json").write_text("old\n")
     argv = [sys.executable, "-m", "regnet_convert", "predict", str(inputs.native), "imgs", "--json", "p.json"]
     child = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_until_it_catches(child.pid, signal.SIGTERM)  # a fixed sleep lost the race on a loaded machine: the
+    wait_until_it_catches(child, signal.SIGTERM)  # a fixed sleep lost the race on a loaded machine: the
     child.send_signal(signal.SIGTERM)  # signal came while torch was still being imported, and killed it outright
     _, err = child.communicate(timeout=60)
     assert child.returncode == 128 + signal.SIGTERM and err.count("\n") == 1 and err.startswith("error: "), err

@@ -45,7 +45,13 @@ def uv_options(config: dict[str, dict[str, str]]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    print(shlex.join(uv_options(pip_config(argv[0] if argv else sys.executable))))
+    python = argv[0] if argv else sys.executable
+    try:
+        config = pip_config(python)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"error: {python} -m pip config list failed ({exc}); uv would not see pip's indexes", file=sys.stderr)
+        return 2
+    print(shlex.join(uv_options(config)))
     return 0
 
 
