@@ -10,15 +10,17 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 # pip installs uv (pinned by the lock), uv the rest: 3 min -> 1.5 min on a fresh clone (bench/README.md, "Install").
 # uv reads no pip configuration, so tools/pip_sources.py hands it pip's indexes and find-links; its cache lies
 # inside the venv (one file system: files are hard-linked, not copied; and out of the source tree, which tests copy
-# and walk). The suite's venv is byte-compiled as pip would (with PYTHONDONTWRITEBYTECODE set, every process would
-# compile torch again); the floor's, run once, is not
+# and walk). Nothing is byte-compiled at install (uv would compile all of torch, transformers, mmcv...: 40 s of a
+# fresh clone's 95 s): Python writes the .pyc of what is imported, once, which make allows even where
+# PYTHONDONTWRITEBYTECODE is set (this machine sets it; every process would otherwise compile torch again)
 UV := $(BIN)/uv
 export UV_CACHE_DIR ?= $(abspath $(VENV))/.uv-cache
 export UV_NATIVE_TLS ?= 1
 # pip's sources, asked once and only by a recipe that installs
 PIP_SOURCES = $(eval PIP_SOURCES := $$(shell $(PYTHON) tools/pip_sources.py))$(PIP_SOURCES)
 UV_INSTALL = $(UV) pip install --quiet --index-strategy unsafe-best-match $(PIP_SOURCES) --python
-VENV_INSTALL = $(UV_INSTALL) $(BIN)/python --compile-bytecode
+VENV_INSTALL = $(UV_INSTALL) $(BIN)/python
+unexport PYTHONDONTWRITEBYTECODE
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 # test-only oracles, installed apart: pycls 0.1.1's model code (no OpenCV needed for it, hence --no-deps), and the

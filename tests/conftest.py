@@ -18,6 +18,8 @@ from package_store import PackageStore
 from zoo_sources import STORE as ZOO
 from zoo_sources import ZooSources, run_folder
 
+from regnet_convert.fs import outputs
+
 # Test-only oracles that the `test` extra cannot pin (their own pins would swap torch): the Makefile installs them.
 ORACLES = {"pycls": "0.1.1", "mmcv": "1.7.2", "mmcls": "0.25.0"}
 
@@ -52,6 +54,17 @@ def session_cache(tmp_path_factory):
     (set before any fixture forks a child process, which inherits it; tests that need another set their own)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGNET_CACHE", str(tmp_path_factory.mktemp("regnet-cache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outputs_not_forced_to_disk():
+    """In the test processes (not the command-line children) outputs are written, renamed into place and checked
+    as ever, but not forced to the disk: no test can observe durability across a power loss, and fsync of the
+    zoo models' files cost the suite about a minute of waiting on this machine's disk. test_outputs.py checks
+    that every output is forced to the disk before it appears."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(outputs, "_fsync", lambda path: None)
         yield
 
 

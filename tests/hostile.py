@@ -1,6 +1,7 @@
 """Run CLI cases in child processes with time and memory limits, and check how they end.
 
-A zygote process imports the command-line tools once and forks one child per case; the child sets
+A zygote process imports the command-line tools (and the optional packages they import on demand: onnx,
+onnxruntime, matplotlib) once and forks one child per case; the child sets
 `resource.setrlimit` limits (address space, CPU time), chdirs into the case's folder and runs the
 command's `main` as the console script would. The parent kills a child that outlives its wall-clock
 limit. Before the first `--fast` case the zygote imports inductor's compiler and package loader and asks it once
@@ -29,6 +30,8 @@ import json, os, resource, signal, sys, time, warnings
 from regnet_convert.cli.convert import main as convert_main
 from regnet_convert.cli.validate import main as validate_main
 TOOLS = {"regnet-convert": convert_main, "regnet-validate": validate_main}
+# what the commands import only when a case needs it, imported once here (each child saved 1-2 s of imports)
+import onnx, onnxruntime, matplotlib.backends.backend_agg, matplotlib.figure
 base = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 warm = False
 for line in sys.stdin:
