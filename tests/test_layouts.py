@@ -127,6 +127,10 @@ ORACLES: dict[str, Callable[[str], nn.Module]] = {
     "hf": hf_model,
 }
 CASES = [(layout, model) for layout in LAYOUTS for model in [*regnet.ZOO, *CUSTOM] if builds(layout, model)]
+# the fast tier (make test-fast) maps the custom RegNets, the smallest X and Y and regnetx_8.0gf (the one zoo model
+# whose stages differ in group width); make test maps all
+FAST_MODELS = {"regnetx_200mf", "regnety_200mf", "regnetx_8.0gf", *CUSTOM}
+TIERED_CASES = [pytest.param(*case, marks=() if case[1] in FAST_MODELS else pytest.mark.slow) for case in CASES]
 
 
 def test_every_layout_has_an_oracle_and_the_cases_cover_the_zoo():
@@ -135,7 +139,7 @@ def test_every_layout_has_an_oracle_and_the_cases_cover_the_zoo():
     assert counts == {"native": 27, "pycls": 27, "mmcls": 13, "timm": 26, "torchvision": 27, "hf": 25}
 
 
-@pytest.mark.parametrize("layout, model", CASES)
+@pytest.mark.parametrize("layout, model", TIERED_CASES)
 def test_native_to_library_to_native_is_the_identity_and_gives_the_librarys_own_names(layout, model):
     table = LAYOUTS[layout]
     config = native_config(model)
