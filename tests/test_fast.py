@@ -15,10 +15,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
-def package_cache(tmp_path_factory):
-    """Compiled packages go to a folder of this module's (one compilation of RegNetX-200MF, shared)."""
+def package_cache(tmp_path_factory, compile_once):
+    """Compiled packages go to a folder of this module's (one compilation of RegNetX-200MF, shared with
+    test_sweep.py's through compile_once)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REGNET_CACHE", str(tmp_path_factory.mktemp("regnet-cache")))
+        patch.setattr(fast_cache, "_compile", compile_once.compile)
         yield
 
 

@@ -15,6 +15,7 @@ from helpers import class_folder, convert_file, native_model_with_random_bn
 import regnet
 import regnet_convert.validation.evaluate as evaluate
 import regnet_convert.validation.loader as loader
+from regnet import fast_cache
 from regnet.zoo import zoo_model
 from regnet_convert.cli.validate import main
 from regnet_convert.conversion.identity import Identity
@@ -26,7 +27,9 @@ from regnet_convert.validation.report import ValidationResult, sweep_table
 from regnet_convert.validation.selection import starred
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (conftest)
-MODELS = {"regnetx_200mf": ("RGB", 1), "regnety_200mf": ("BGR", 2)}  # name: (channel order, seed)
+# name: (channel order, seed); the BGR regnetx_200mf is conftest's converted_200mf, whose fast-path package
+# test_fast.py compiles too (once per run between them: compile_once)
+MODELS = {"regnetx_200mf": ("BGR", 1), "regnety_200mf": ("RGB", 2)}
 IMAGES = 12
 
 
@@ -39,7 +42,7 @@ def predictions(model: torch.nn.Module, paths: list[Path], order: str, mean, std
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """A checkpoints folder with an RGB regnetx_200mf and a BGR regnety_200mf (random weights), JPEGs filed under
+    """A checkpoints folder with a BGR regnetx_200mf and an RGB regnety_200mf (random weights), JPEGs filed under
     the two models' own predictions in turn (so both score), and each model's expected counts."""
     root = tmp_path_factory.mktemp("zoo")
     checkpoints = root / "checkpoints"
@@ -106,7 +109,7 @@ def test_sweep_counts_equal_single_runs_and_oracle_and_decode_once(runner, zoo, 
     assert len(decodes) == IMAGES  # each image decoded once for both models
     assert sorted(decodes) == sorted(val.rglob("*.JPEG"))
     assert isinstance(sweep, list) and [r["model"] for r in sweep] == list(MODELS)
-    assert [r["channel_order"] for r in sweep] == ["RGB", "BGR"]
+    assert [r["channel_order"] for r in sweep] == ["BGR", "RGB"]
     for record in sweep:
         single, _ = run(runner, zoo, tmp_path, "--model", record["model"], json_name=f"{record['model']}.json")
         assert isinstance(single, dict) and single["model"] == record["model"]
@@ -116,7 +119,8 @@ def test_sweep_counts_equal_single_runs_and_oracle_and_decode_once(runner, zoo, 
 
 
 @pytest.mark.slow
-def test_fast_sweep_equals_fast_single_runs(runner, zoo, tmp_path):
+def test_fast_sweep_equals_fast_single_runs(runner, zoo, tmp_path, compile_once, monkeypatch):
+    monkeypatch.setattr(fast_cache, "_compile", compile_once.compile)
     sweep, _ = run(runner, zoo, tmp_path, "--model", "all", "--fast")
     assert [r["model"] for r in sweep] == list(MODELS) and all(r["fast"] for r in sweep)
     for record in sweep:
