@@ -179,28 +179,6 @@ def test_planted_library_is_never_loaded(make, cache, genuine, tmp_path):
         assert entry.stat().st_uid == os.getuid() and entry.stat().st_mode & 0o077 == 0
 
 
-def test_untrusted_cache_is_reported_once(cache, genuine, compile_once, monkeypatch):
-    """A cache that is not the user's own is named in one warning (whatever the number of input sizes; the second
-    size is compiled for real, once per run: the genuine package is for SIZE only, and a failed compilation warns
-    too)."""
-    os.chown(cache, NOBODY, NOBODY)
-    monkeypatch.setattr(fast_cache, "_warned", set())
-    copy = fast_cache._compile
-
-    def compile_for_real_beyond_size(folded: RegNet, example: torch.Tensor, path: Path) -> None:
-        (copy if example.shape[-1] == SIZE else compile_once.compile)(folded, example, path)
-
-    monkeypatch.setattr(fast_cache, "_compile", compile_for_real_beyond_size)
-    lines: list[str] = []
-    fast = fast_model(tiny_model(0), resolution=SIZE, warn=lines.append)
-    fast.prepare((3, SIZE + 8, SIZE + 8))
-    assert lines == [
-        f"warning: fast-path cache {cache}: is owned by another user (uid {NOBODY}); not used, compiling for this "
-        "run only"
-    ]
-    assert not (cache / "aoti").exists()
-
-
 def test_new_cache_folder_is_private(cache, tmp_path, monkeypatch):
     """Created with a permissive umask, the cache folders are still mode 0700 and the entry's files 0600."""
     root = tmp_path / "new" / "cache"
@@ -380,3 +358,29 @@ def test_validate_without_a_compiler_runs_eagerly_and_says_so(fixtures, tmp_path
               for n in ("reference", "fast")]  # fmt: skip
     assert counts[0] == counts[1] and counts[0]["images"] == 6
     assert not list((case / "cache" / "aoti").iterdir())  # no package, no build folder left
+
+
+# ---- last in this file: its second input size is test_fast_cache.py's package of that size (compile_once),
+# which the other pytest-xdist worker has usually compiled by now (run earlier, this waited ~20 s for it) ----------
+
+
+def test_untrusted_cache_is_reported_once(cache, genuine, compile_once, monkeypatch):
+    """A cache that is not the user's own is named in one warning (whatever the number of input sizes; the second
+    size is compiled for real, once per run: the genuine package is for SIZE only, and a failed compilation warns
+    too)."""
+    os.chown(cache, NOBODY, NOBODY)
+    monkeypatch.setattr(fast_cache, "_warned", set())
+    copy = fast_cache._compile
+
+    def compile_for_real_beyond_size(folded: RegNet, example: torch.Tensor, path: Path) -> None:
+        (copy if example.shape[-1] == SIZE else compile_once.compile)(folded, example, path)
+
+    monkeypatch.setattr(fast_cache, "_compile", compile_for_real_beyond_size)
+    lines: list[str] = []
+    fast = fast_model(tiny_model(0), resolution=SIZE, warn=lines.append)
+    fast.prepare((3, SIZE + 8, SIZE + 8))
+    assert lines == [
+        f"warning: fast-path cache {cache}: is owned by another user (uid {NOBODY}); not used, compiling for this "
+        "run only"
+    ]
+    assert not (cache / "aoti").exists()
