@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 LOCK := constraints.txt
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
-# pip installs uv (pinned by the lock), uv the rest: 3 min -> 1.5 min on a fresh clone (bench/README.md, "Install").
+# pip installs uv (pinned by the lock), uv the rest: 3 min -> under 1 min on a fresh clone (bench/README.md, "Install").
 # uv reads no pip configuration, so tools/pip_sources.py hands it pip's indexes and find-links; its cache lies
 # inside the venv (one file system: files are hard-linked, not copied; and out of the source tree, which tests copy
 # and walk). Nothing is byte-compiled at install (uv would compile all of torch, transformers, mmcv...: 40 s of a

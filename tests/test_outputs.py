@@ -6,6 +6,7 @@ The suite's own processes skip the fsync (conftest.outputs_not_forced_to_disk); 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,13 @@ from regnet_convert.fs import outputs
 REAL_FSYNC = outputs._fsync  # imported before the session fixture replaces it
 
 
+@dataclass
 class Forced:
     """A watch on os.fsync through the writers' real `_fsync`: each call's file, its bytes then, and whether the
     output `target` was in place then."""
 
-    def __init__(self, target: Path | None = None) -> None:
-        self.target = target
-        self.calls: list[tuple[str, bytes, bool]] = []
+    target: Path | None = None
+    calls: list[tuple[str, bytes, bool]] = field(default_factory=list)
 
 
 @pytest.fixture

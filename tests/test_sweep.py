@@ -27,9 +27,7 @@ from regnet_convert.validation.report import ValidationResult, sweep_table
 from regnet_convert.validation.selection import starred
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (conftest)
-# name: (channel order, seed); the BGR regnetx_200mf is conftest's converted_200mf, whose fast-path package
-# test_fast.py compiles too (once per run between them: compile_once)
-MODELS = {"regnetx_200mf": ("BGR", 1), "regnety_200mf": ("RGB", 2)}
+MODELS = {"regnetx_200mf": "BGR", "regnety_200mf": "RGB"}  # name: channel order
 IMAGES = 12
 
 
@@ -41,19 +39,23 @@ def predictions(model: torch.nn.Module, paths: list[Path], order: str, mean, std
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
+def zoo(tmp_path_factory, converted_200mf):
     """A checkpoints folder with a BGR regnetx_200mf and an RGB regnety_200mf (random weights), JPEGs filed under
-    the two models' own predictions in turn (so both score), and each model's expected counts."""
+    the two models' own predictions in turn (so both score), and each model's expected counts. The regnetx_200mf is
+    conftest's converted_200mf, whose fast-path package test_fast.py compiles too (once per run: compile_once)."""
     root = tmp_path_factory.mktemp("zoo")
     checkpoints = root / "checkpoints"
     checkpoints.mkdir()
     paths = make_images(root / "staging", IMAGES, seed=7)
+    regnety = native_model_with_random_bn("regnety_200mf", seed=2)
+    source = write_pycls_checkpoint(regnety, root / "regnety_200mf.pyth", regnet.ZOO["regnety_200mf"])
+    files = {
+        "regnetx_200mf": shutil.copy(converted_200mf[0], checkpoints / "regnetx_200mf.safetensors"),
+        "regnety_200mf": convert_file(source, checkpoints / "regnety_200mf.safetensors", rgb=True),
+    }
     logits = {}
-    for name, (order, seed) in MODELS.items():
-        original = native_model_with_random_bn(name, seed=seed)
-        source = write_pycls_checkpoint(original, root / f"{name}.pyth", regnet.ZOO[name])
-        weights = convert_file(source, checkpoints / f"{name}.safetensors", rgb=order == "RGB")
-        model = regnet.load(weights).eval()
+    for name, order in MODELS.items():
+        model = regnet.load(files[name]).eval()
         pre = model.metadata.preprocessing
         assert pre.channel_order == order
         logits[name] = predictions(model, paths, order, pre.mean, pre.std)
