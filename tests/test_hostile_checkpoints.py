@@ -224,8 +224,20 @@ def bad_tensors() -> list[Case]:
             state_edit(replace_tensor(STEM, lambda t: torch.full_like(t, 1e38))),
             ["probe forward pass"],
         ),
+        convert_case(  # only a probe whose last stage is larger than 1x1 uses that tap (a 32x32 probe missed it)
+            "huge-corner-tap-in-the-last-stage",
+            state_edit(replace_tensor("s4.b2.f.b.weight", _with_huge_corner_taps), zoo=True),
+            ["probe forward pass"],
+        ),
     ]
     return cases
+
+
+def _with_huge_corner_taps(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution's weight with its top-left taps at 3e38 (finite in float32): NaN or inf on real images."""
+    weight = weight.clone()
+    weight[..., 0, 0] = 3e38
+    return weight
 
 
 # ---- 3. keys ---------------------------------------------------------------------------------------------

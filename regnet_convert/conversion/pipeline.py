@@ -28,11 +28,7 @@ from regnet_convert.sources.timm_hub_folder import read_timm_hub_config
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BGR_PREPROCESSING = Preprocessing()  # pycls weights: BGR, pycls's ImageNet mean/std, resize 256, crop 224
-# the probe forward pass: two 32x32 images, the smallest input whose last stage still sees one pixel in a zoo
-# RegNet (five stride-2 steps; deeper custom RegNets pad down to 1x1 and still run every layer). It exists to catch
-# non-finite or misshapen logits (1/4 of the cost of 64x64); the ramp from -2 to 2 makes the first image all
-# negative and the second all positive, so that huge weights overflow instead of cancelling out
-PROBE_SHAPE = (2, 32, 32)  # images, height, width
+PROBE_RESOLUTION = 64
 
 
 @dataclass
@@ -84,12 +80,11 @@ def _check_finite(path: Path, state: dict[str, torch.Tensor], cause: str) -> Non
 def build_checked_model(path: Path, config: RegNetConfig, state: dict[str, torch.Tensor]) -> RegNet:
     """Load `state` strictly and run a probe input through the model in float32."""
     model = RegNet.from_state_dict(config, {k: v.float() for k, v in state.items()})
-    images, height, width = PROBE_SHAPE
-    shape = (images, config.in_channels, height, width)
-    probe = torch.linspace(-2, 2, images * config.in_channels * height * width).reshape(shape)
+    shape = (2, config.in_channels, PROBE_RESOLUTION, PROBE_RESOLUTION)
+    probe = torch.linspace(-2, 2, shape[0] * shape[1] * shape[2] * shape[3]).reshape(shape)
     with torch.inference_mode():
         logits = model(probe)
-    if logits.shape != (images, config.num_classes) or not torch.isfinite(logits).all():
+    if logits.shape != (2, config.num_classes) or not torch.isfinite(logits).all():
         raise InputError(path, "the converted model's probe forward pass gave non-finite or misshapen logits")
     return model
 
