@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32  # input height and width of the in-process cases
 VALIDATE = "regnet-validate"
+NOBODY = 65534  # a uid that is not ours
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +252,35 @@ def test_hostile_cache_is_rebuilt_or_bypassed(case_id, primed, zygote, tmp_path)
         assert record["sha256"] == fast_cache._sha256(package) != before[f"cache/aoti/{package.name}"]
         (primed_record,) = (tmp_path / "primed-cache" / "aoti").glob("*.json")
         assert record["key"] == json.loads(primed_record.read_text())["key"]  # rebuilt in place
+
+
+@pytest.mark.hostile
+def test_validate_with_foreign_cache(primed, zygote, tmp_path):
+    """A world-writable cache owned by another user: exit 0 with the reference counts, one warning on stderr
+    naming the cache, nothing written into it. The compilation for this run only copies the primed package (the
+    one it would compile; `primed` compiled it for real)."""
+    folder, reference, _ = primed
+    case = tmp_path / "case"
+    case.mkdir()
+    copy_val_from(folder, case)
+    (genuine,) = (folder / "cache" / "aoti").glob("*.pt2")
+    cache = case / "shared-cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    os.chown(cache, NOBODY, NOBODY)
+    argv = ["--weights", "tiny.safetensors", "--data", "val", "--workers", "0", "--quiet"]
+    env = {"REGNET_CACHE": str(cache)}
+    eager = zygote.run(VALIDATE, [*argv, "--json", "reference.json"], case, env=env, seconds=120)
+    assert (eager.code, eager.stderr) == (0, "")
+    fast = zygote.run(VALIDATE, [*argv, "--json", "fast.json", "--fast"], case, env=env, seconds=300, compiled=genuine)
+    assert fast.code == 0, fast.stderr
+    assert fast.stderr.splitlines() == [
+        f"warning: fast-path cache {cache}: is owned by another user (uid {NOBODY}); not used, compiling for this "
+        "run only"
+    ]
+    records = [json.loads((case / name).read_text()) for name in ("reference.json", "fast.json")]
+    assert [counts(record) for record in records] == [counts(reference)] * 2 and counts(reference)[0] == 6
+    assert not any(cache.iterdir())
 
 
 def copy_val_from(folder: Path, case: Path) -> None:
