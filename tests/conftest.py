@@ -47,9 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def memory_backed_temproot(needed: int = 12 << 30) -> str:
     """/dev/shm where it is a tmpfs that has room for a run (the zoo store and the exports of the largest models,
     ~8 GB at most) and runs what is written there (the fast path loads compiled libraries), else the usual
-    temporary folder. Writing the zoo models' files to memory rather than this machine's disk saves ~35 s of a run;
-    pytest still keeps only failed tests' folders and removes the rest when a run passes."""
+    temporary folder ($TMPDIR where it is set). Writing the zoo models' files to memory rather than this machine's
+    disk saves ~35 s of a run; pytest still keeps only failed tests' folders and removes the rest when a run
+    passes."""
     shm = "/dev/shm"
+    if os.environ.get("TMPDIR"):  # the user chose where temporary files go
+        return tempfile.gettempdir()
     try:
         stats = os.statvfs(shm)
         with open("/proc/meminfo") as meminfo:
@@ -58,7 +61,8 @@ def memory_backed_temproot(needed: int = 12 << 30) -> str:
     except (OSError, KeyError, ValueError):
         return tempfile.gettempdir()
     roomy = stats.f_bavail * stats.f_frsize >= needed and available >= needed + (4 << 30)
-    runnable = not stats.f_flag & (os.ST_NOEXEC | os.ST_RDONLY) and os.access(shm, os.W_OK | os.X_OK)
+    mounted_without = getattr(os, "ST_NOEXEC", 0) | getattr(os, "ST_RDONLY", 0)
+    runnable = not stats.f_flag & mounted_without and os.access(shm, os.W_OK | os.X_OK)
     return shm if roomy and runnable else tempfile.gettempdir()
 
 
