@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 
 import pytest
 import torch
@@ -23,13 +22,14 @@ from regnet_convert.fs import outputs
 
 # Test-only oracles that the `test` extra cannot pin (their own pins would swap torch): the Makefile installs them.
 ORACLES = {"pycls": "0.1.1", "mmcv": "1.7.2", "mmcls": "0.25.0"}
+SHM = "/dev/shm"  # memory-backed on Linux
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse the run, with one line, where the oracles are missing (`pip install -e .[test]` alone); put the run's
-    temporary folders in memory where there is room (`memory_backed_temproot`; `--basetemp` or
-    $PYTEST_DEBUG_TEMPROOT choose otherwise); and give each pytest-xdist worker one thread (two spin-waiting
-    OpenMP pools on two cores lose ~10x)."""
+    temporary folders in memory where there is room (`memory_has_room`; `--basetemp`, $PYTEST_DEBUG_TEMPROOT or
+    $TMPDIR choose otherwise); and give each pytest-xdist worker one thread (two spin-waiting OpenMP pools on two
+    cores lose ~10x)."""
     missing = [name for name in ORACLES if importlib.util.find_spec(name) is None]
     if missing:
         wanted = ", ".join(f"{name} {version}" for name, version in ORACLES.items())
@@ -37,33 +37,31 @@ def pytest_configure(config: pytest.Config) -> None:
             f"the test oracles {wanted} are installed by `make install` (see the Makefile), not by the test extra; "
             f"missing: {', '.join(missing)}"
         )
-    if not os.environ.get("PYTEST_XDIST_WORKER") and config.option.basetemp is None:
-        os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", memory_backed_temproot())
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for the child processes too
         torch.set_num_threads(1)
+    elif config.option.basetemp is None and memory_has_room():  # the workers' folders are inside the controller's
+        os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SHM)
 
 
-def memory_backed_temproot(needed: int = 12 << 30) -> str:
-    """/dev/shm where it is a tmpfs that has room for a run (the zoo store and the exports of the largest models,
-    ~8 GB at most) and runs what is written there (the fast path loads compiled libraries), else the usual
-    temporary folder ($TMPDIR where it is set). Writing the zoo models' files to memory rather than this machine's
+def memory_has_room(needed: int = 12 << 30) -> bool:
+    """Whether the run's temporary folders can live in SHM: a tmpfs with room for a run (the zoo store and the
+    exports of the largest models, ~8 GB at most) that runs what is written there (the fast path loads compiled
+    libraries), and no $TMPDIR the user chose. Writing the zoo models' files to memory rather than this machine's
     disk saves ~35 s of a run; pytest still keeps only failed tests' folders and removes the rest when a run
     passes."""
-    shm = "/dev/shm"
-    if os.environ.get("TMPDIR"):  # the user chose where temporary files go
-        return tempfile.gettempdir()
+    if os.environ.get("TMPDIR"):
+        return False
     try:
-        stats = os.statvfs(shm)
+        stats = os.statvfs(SHM)
         with open("/proc/meminfo") as meminfo:
             fields = dict(line.split(":", 1) for line in meminfo)
         available = int(fields["MemAvailable"].split()[0]) << 10
     except (OSError, KeyError, ValueError):
-        return tempfile.gettempdir()
+        return False
     roomy = stats.f_bavail * stats.f_frsize >= needed and available >= needed + (4 << 30)
     mounted_without = getattr(os, "ST_NOEXEC", 0) | getattr(os, "ST_RDONLY", 0)
-    runnable = not stats.f_flag & mounted_without and os.access(shm, os.W_OK | os.X_OK)
-    return shm if roomy and runnable else tempfile.gettempdir()
+    return roomy and not stats.f_flag & mounted_without and os.access(SHM, os.W_OK | os.X_OK)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

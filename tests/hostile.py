@@ -24,6 +24,7 @@ from pathlib import Path
 
 DEFAULT_SECONDS = 60
 DEFAULT_MEMORY = 1536 << 20  # bytes of address space on top of the zygote's own
+NOBODY = 65534  # a uid that is not ours: the owner of "another user's" files
 
 _ZYGOTE = r"""
 import json, os, resource, signal, sys, time, warnings

@@ -18,7 +18,7 @@ import pytest
 import torch
 from crafted import copy_val
 from helpers import compiling_by_copy, relative_difference
-from hostile import snapshot
+from hostile import NOBODY, snapshot
 
 from regnet import RegNet, fast_cache
 from regnet.config import RegNetConfig, StageConfig
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.slow
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32  # input height and width of the in-process cases
 VALIDATE = "regnet-validate"
-NOBODY = 65534  # a uid that is not ours
 
 
 @pytest.fixture(scope="module")

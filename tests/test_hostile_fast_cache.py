@@ -27,7 +27,7 @@ import pytest
 import torch
 from crafted import copy_val
 from helpers import compiling_by_copy, one_torch_thread, relative_difference
-from hostile import snapshot
+from hostile import NOBODY, snapshot
 
 from regnet import RegNet, fast_cache
 from regnet.config import RegNetConfig, StageConfig
@@ -37,7 +37,6 @@ pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 
 TINY = RegNetConfig((StageConfig(1, 16, 8), StageConfig(2, 32, 8)), se_ratio=0.25, num_classes=5)
 SIZE = 32
-NOBODY = 65534
 PLANTED = r"""
 #include <stdio.h>
 __attribute__((constructor)) static void planted(void) {
@@ -293,7 +292,7 @@ def test_killed_compilation_leaves_no_build_folder(cache, genuine):
     assert alive.is_dir()
 
 
-# ---- `regnet-validate --fast` in a forked child, as run from a terminal --------------------------------------
+# ---- `regnet-validate --fast` as a new process, as run from a terminal ---------------------------------------
 
 
 def test_validate_without_a_compiler_runs_eagerly_and_says_so(fixtures, tmp_path):
