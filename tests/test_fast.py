@@ -65,9 +65,11 @@ def test_folding_removes_every_batchnorm_and_keeps_the_original():
 
 
 def test_validate_fast_gives_the_reference_counts(runner, tmp_path, converted_200mf):
-    """13 images in batches of 8: the last batch is a partial one. The package is the one compiled above."""
-    weights, _ = converted_200mf
+    """13 images in batches of 8: the last batch is a partial one. The package is this module's, of the same
+    tensors: compiled by the first test, or here when this test runs without it (a worker of its own)."""
+    weights, model = converted_200mf
     val = generated_val_set(tmp_path, 13, seed=9, class_of=lambda i: i % 4)
+    fast_model(model, "cpu")  # in this module's cache now, whichever test ran first
     hits = fast_cache.stats.hits
     records = [
         validation_record(runner, tmp_path / f"r{i}.json", "--weights", weights, "--data", val, *extra)
