@@ -162,6 +162,10 @@ def redirect_loop(h: HostileHandler) -> None:
     h.head(302, {"Location": h.path, "Content-Length": 0})
 
 
+def redirect_to(location: str) -> Callable[[HostileHandler], None]:
+    return lambda h: h.head(302, {"Location": location, "Content-Length": 0})
+
+
 def corrupt(data: bytes) -> bytes:
     return data[:1000] + bytes(b ^ 0xFF for b in data[1000:1100]) + data[1100:]
 
@@ -192,6 +196,7 @@ BEHAVIOURS: dict[str, Callable[[HostileHandler], None]] = {
     "wrong-range": wrong_range,
     "bad-status-line": bad_status_line,
     "redirect-loop": redirect_loop,
+    "redirect-ftp": redirect_to("ftp://127.0.0.1:1/RegNetX-200MF_dds_8gpu.pyth"),
 }
 
 
@@ -252,6 +257,17 @@ def fifo(name: str) -> Setup:
     return setup
 
 
+def link_outside(name: str) -> Setup:
+    """`name` a symbolic link to `precious.txt`, a file of the user's outside the cache."""
+
+    def setup(folder: Path, _served: Served) -> None:
+        (folder / "precious.txt").write_text("notes\n")
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(folder / "precious.txt")
+
+    return setup
+
+
 def both(*setups: Setup) -> Setup:
     def setup(folder: Path, served: Served) -> None:
         for step in setups:
@@ -308,6 +324,7 @@ def server_cases() -> list[ZooCase]:
         ZooCase("http-404", "404", ["HTTP 404", DOWNLOAD]),
         ZooCase("http-500", "500", ["HTTP 500", DOWNLOAD]),
         ZooCase("redirect-loop", "redirect-loop", ["HTTP 302", "infinite loop"]),
+        ZooCase("redirect-to-ftp", "redirect-ftp", ["redirects to 'ftp://127.0.0.1:1/", "only http:// and https://"]),
         ZooCase("bad-status-line", "bad-status-line", ["not an HTTP answer (BadStatusLine", DOWNLOAD]),
         ZooCase("content-length-abc", "length-abc", ["invalid Content-Length header 'abc'"]),
         ZooCase("content-length-negative", "length-negative", ["invalid Content-Length header '-5'"]),
@@ -360,6 +377,9 @@ def server_cases() -> list[ZooCase]:
         ),
         ZooCase("part-is-a-directory", "ok", [f"{DOWNLOAD}.part: is a directory"], make_dir(PART), requests=0),
         ZooCase("download-is-a-directory", "ok", [f"{DOWNLOAD}: is a directory"], make_dir(CACHED), requests=0),
+        # a link would have the download written through it (the linked file overwritten) or trusted as the first
+        ZooCase("part-is-a-link-out", "ok", [f"{DOWNLOAD}.part: is a symbolic link"], link_outside(PART), requests=0),
+        ZooCase("download-is-a-link-out", "ok", [f"{DOWNLOAD}: is a symbolic link"], link_outside(CACHED), requests=0),
         ZooCase(
             "cached-download-is-garbage",
             "ok",

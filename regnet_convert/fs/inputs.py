@@ -17,6 +17,7 @@ def file_kind(mode: int) -> str | None:
         (stat.S_ISSOCK, "a socket"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),  # as lstat() sees one
     ]:
         if test(mode):
             return name

@@ -190,7 +190,7 @@ class CropCache:
         with suppress(FileNotFoundError):
             mode = os.lstat(self.entry).st_mode
             if not stat.S_ISDIR(mode):
-                kind = "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode) or "a file"
+                kind = file_kind(mode) or "a file"
                 raise InputError(self._name(self.entry), f"is {kind}, not a cache entry; remove it")
         try:
             return self.open()

@@ -55,9 +55,10 @@ def file_sha256(path: Path) -> str:
 
 
 def _regular_or_absent(path: Path) -> bool:
-    """Whether `path` exists (as a regular file); InputError if it is a directory or special file."""
+    """Whether `path` exists (as a regular file); InputError if it is a directory, special file or symbolic link
+    (a link would have the download written through it, wherever it points)."""
     try:
-        mode = path.stat().st_mode
+        mode = path.lstat().st_mode
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -91,11 +92,27 @@ def _range_total(headers: Message | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+class _WebRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http:// and https:// only (urllib's own would follow one to ftp:// too)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        if urllib.parse.urlsplit(target).scheme not in ("http", "https"):
+            fp.close()
+            shown = " ".join(target.split())[:80]
+            raise InputError(req.full_url, f"download failed: the server redirects to {shown!r}; only http:// and "
+                                           "https:// are followed, try another --mirror")  # fmt: skip
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_WebRedirectsOnly)
+
+
 def _request(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
     """The server's answer to a GET from byte `offset`; `_RangeNotSatisfiable` for HTTP 416."""
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)
+        return _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416:
@@ -240,8 +257,9 @@ def _receive(
     """Append the body to `part` (from `offset`), refusing more than `limit` bytes and a stalled transfer."""
     read = getattr(response, "read1", response.read)
     watch = _StallWatch(stall_timeout)
-    try:
-        out = open(part, "ab" if offset else "wb")  # noqa: SIM115 - the part is kept, closed, on any error
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if offset else os.O_TRUNC)
+    try:  # never through a link planted after the check
+        out = open(os.open(part, flags, 0o644), "wb")  # noqa: SIM115 - the part is kept, closed, on any error
     except OSError as exc:
         raise InputError(part, f"cannot be written ({exc.strerror or exc})") from None
     received = offset
