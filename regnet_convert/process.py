@@ -71,6 +71,21 @@ def ignore_interruptions() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
+def raise_if_interrupted() -> None:
+    """Raise the interruption again where the work goes on (each batch): Python swallows an exception raised in
+    a fork handler or a finalizer, so a signal that lands while DataLoader workers start would else be lost (and
+    the later ones ignored as part of it)."""
+    if RECEIVED and os.getpid() == _OWNER["pid"]:
+        raise Interrupted(RECEIVED[0])
+
+
+def _quiet_about_interruptions(unraisable: sys.UnraisableHookArgs) -> None:
+    """`sys.unraisablehook` while a command runs: an interruption swallowed where Python cannot raise it (see
+    `raise_if_interrupted`) prints no traceback; anything else is reported as Python would."""
+    if not isinstance(unraisable.exc_value, Interrupted):
+        sys.__unraisablehook__(unraisable)
+
+
 @contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP raise `Interrupted` in the main thread while the command runs; the first one is
@@ -78,6 +93,7 @@ def signals_as_exceptions() -> Iterator[None]:
     previous = {signal.SIGCHLD: signal.getsignal(signal.SIGCHLD)}  # `_on_signal` may reset it
     _OWNER["pid"] = os.getpid()
     RECEIVED.clear()
+    hook, sys.unraisablehook = sys.unraisablehook, _quiet_about_interruptions
     for signum in INTERRUPTING_SIGNALS:
         try:
             previous[signum] = signal.signal(signum, _on_signal)
@@ -89,6 +105,7 @@ def signals_as_exceptions() -> Iterator[None]:
         for signum, handler in previous.items():
             with suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
 
 _ESCAPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}

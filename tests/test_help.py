@@ -13,7 +13,7 @@ from regnet_convert.cli import convert as convert_cli
 from regnet_convert.cli import validate as validate_cli
 from regnet_convert.export.targets import TARGETS
 from regnet_convert.sources.formats import FORMATS
-from regnet_convert.validation.runner import ValidationOptions
+from regnet_convert.validation.runner import MAX_WORKERS, ValidationOptions
 
 SOURCES = ("pycls", "mmcls", "timm", "torchvision", "hf")
 
@@ -86,7 +86,7 @@ def test_export_help_names_every_target():
 def test_validate_help_states_the_defaults_the_options_use():
     text = " ".join(HELPS["regnet-validate"].output.split())
     defaults = ValidationOptions(data=".")
-    assert f"[default: {defaults.workers}; x>=0]" in text
+    assert f"[default: {defaults.workers}; 0<=x<={MAX_WORKERS}]" in text and MAX_WORKERS >= 32
     assert f"[default: {defaults.batch_size}; x>=1]" in text
     assert "AOTInductor" in text and "--preprocess [mmcls|pycls]" in text
     assert f"[default: {defaults.preprocess}]" in text

@@ -24,11 +24,12 @@ STDOUT = "-"
 
 
 def human(prediction: Prediction) -> str:
-    """The image, then one line per class: rank, probability, readable name (and its label when that differs)."""
-    lines = [prediction.image]
+    """The image, then one line per class: rank, probability, readable name (and its label when that differs).
+    Each field is escaped on its own: a newline in a file name cannot start a line of its own."""
+    lines = [printable(prediction.image)]
     for rank, score in enumerate(prediction.top, 1):
-        label = f" ({score.label})" if score.label and score.label != score.name else ""
-        lines.append(f"  {rank}. {100 * score.probability:6.2f}%  {score.name}{label}")
+        label = f" ({printable(score.label)})" if score.label and score.label != score.name else ""
+        lines.append(f"  {rank}. {100 * score.probability:6.2f}%  {printable(score.name)}{label}")
     return "\n".join(lines)
 
 

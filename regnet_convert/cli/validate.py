@@ -18,7 +18,7 @@ from regnet_convert.validation.evaluate import AMP_DTYPES
 from regnet_convert.validation.plot import check_plot_path, write_plot
 from regnet_convert.validation.preprocess import PRESETS
 from regnet_convert.validation.report import sweep_table, write_json, write_table
-from regnet_convert.validation.runner import DEFAULT_WORKERS, ValidationOptions, json_inputs, validate
+from regnet_convert.validation.runner import DEFAULT_WORKERS, MAX_WORKERS, ValidationOptions, json_inputs, validate
 from regnet_convert.validation.selection import MissingWeights
 
 
@@ -74,8 +74,9 @@ def checked_plot(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="mmcls (uint8 resize) reproduces the seed table's numbers; pycls (float32 resize, "
                    "bit-exact with pycls 0.1.1's test loader) pycls's own.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=DEFAULT_WORKERS, show_default=True,
-              help="DataLoader worker processes (default: one per CPU core, at most 8).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(0, MAX_WORKERS), default=DEFAULT_WORKERS, show_default=True,
+              help="DataLoader worker processes (default: one per CPU core, at most 8; at most 32, or 4 per core"
+                   " where that is more).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(list(AMP_DTYPES)), default="off", show_default=True,
               help="Mixed precision; the reference numbers are fp32.")  # fmt: skip

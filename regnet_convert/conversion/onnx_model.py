@@ -12,6 +12,7 @@ logits recorded at export. A graph swapped for another, or metadata edited to an
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +37,14 @@ OPERATORS = frozenset(
     {"Add", "Concat", "Constant", "Conv", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "Mul"}
     | {"ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Squeeze", "Transpose", "Unsqueeze"}
 )
+# What running the graph may cost, checked before onnxruntime sees it (the operators alone do not bound it: 200
+# convolutions with 224x224 kernels ran for half an hour; Concat fed 1000 times 4 levels deep asked for 12 GB).
+# A RegNet export has ~100-500 nodes, 1x1 and 3x3 convolutions, and RegNetY-32GF at 224 does 32 G multiply-adds
+# and ~80 M output values per image.
+MAX_NODES = 10_000
+MAX_KERNEL = 3  # height and width of a convolution's kernel
+MAX_MACS = 200e9  # multiply-adds of Conv, Gemm and MatMul per image at the file's crop
+MAX_VALUES = 1e9  # values all nodes output per image at the file's crop
 PROBE_TOLERANCE = 1e-3  # relative to the largest recorded logit: onnxruntime vs torch differ by ~1e-6
 ONNX_MAGIC = b"\x08"  # a ModelProto starts with field 1 (ir_version, a varint)
 FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -152,6 +161,74 @@ def check_nodes(path: Path, graph: onnx.GraphProto) -> None:
         raise InputError(path, "keeps weights in external data files; only self-contained .onnx files are read")
 
 
+def check_cost(path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name: str, crop: int) -> None:
+    """Refuse a graph whose run would take long or much memory (MAX_NODES, MAX_KERNEL, MAX_MACS, MAX_VALUES),
+    from the shapes ONNX infers for one image at `crop` x `crop`; InputError naming what is too large."""
+    graph = proto.graph
+    if len(graph.node) > MAX_NODES:
+        raise InputError(path, f"its graph has {len(graph.node):,} nodes; a RegNet export has at most {MAX_NODES:,}")
+    shapes = _inferred_shapes(path, onnx, proto, input_name, crop)
+    macs = values = 0.0
+    for index, node in enumerate(graph.node):
+        what = f"node {index} ({node.op_type} {node.name[:40]!r})" if node.name else f"node {index} ({node.op_type})"
+        out = [shapes.get(name) for name in node.output]
+        if any(dims is None for dims in out):
+            raise InputError(path, f"the size of its {what}'s output cannot be worked out")
+        values += sum(math.prod(dims) for dims in out if dims is not None)
+        if node.op_type == "Conv" and (weight := shapes.get(node.input[1])) is not None and out[0] is not None:
+            if len(weight) != 4 or max(weight[2:]) > MAX_KERNEL or _dilated(node):
+                kernel = "x".join(map(str, weight[2:]))
+                raise InputError(path, f"its {what} has a {kernel} kernel{' (dilated)' if _dilated(node) else ''}; "
+                                       f"a RegNet's are undilated and at most {MAX_KERNEL}x{MAX_KERNEL}")  # fmt: skip
+            macs += math.prod(out[0]) * math.prod(weight[1:])
+        elif node.op_type in ("Gemm", "MatMul") and (left := shapes.get(node.input[0])) and out[0] is not None:
+            transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
+            macs += math.prod(out[0]) * left[-2 if transposed else -1]
+    if macs > MAX_MACS or values > MAX_VALUES:
+        raise InputError(path, f"its graph would take {macs / 1e9:,.0f} G multiply-adds and {values / 1e6:,.0f} M "
+                               f"values per image at {crop}x{crop}; a RegNet's take at most {MAX_MACS / 1e9:.0f} G and "
+                               f"{MAX_VALUES / 1e6:,.0f} M")  # fmt: skip
+
+
+def _dilated(node: onnx.NodeProto) -> bool:
+    return any(a.name == "dilations" and any(d != 1 for d in a.ints) for a in node.attribute)
+
+
+def _inferred_shapes(
+    path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name: str, crop: int
+) -> dict[str, list[int]]:
+    """Every tensor's shape for one image at `crop`, inferred by ONNX on a copy without the large weights' bytes
+    (their shapes stand in as graph inputs); a name whose shape stays unknown or symbolic is left out."""
+    light = onnx.ModelProto()
+    light.ir_version, light.graph.name = proto.ir_version, proto.graph.name
+    light.opset_import.extend(proto.opset_import)
+    light.graph.node.extend(proto.graph.node)
+    light.graph.output.extend(proto.graph.output)
+    for graph_input in proto.graph.input:
+        if graph_input.name == input_name:
+            graph_input = onnx.helper.make_tensor_value_info(input_name, FLOAT, [1, 3, crop, crop])
+        light.graph.input.append(graph_input)
+    known = {i.name for i in light.graph.input}
+    for tensor in proto.graph.initializer:
+        if tensor.data_type == FLOAT and math.prod(tensor.dims) > 64:  # weights: their shape is all that matters
+            if tensor.name not in known:
+                light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, FLOAT, list(tensor.dims)))
+        else:  # small tensors (a Reshape's target shape) keep their values: inference reads them
+            light.graph.initializer.append(tensor)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True, data_prop=True).graph
+    except Exception as exc:  # onnx raises InferenceError and others for shapes that do not fit together
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(path, f"its graph's shapes do not fit together ({detail})") from None
+    shapes = {}
+    for info in [*inferred.input, *inferred.value_info, *inferred.output]:
+        dims = _dims(info)
+        if info.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[info.name] = [int(d) for d in dims]
+    shapes.update({t.name: list(t.dims) for t in light.graph.initializer})
+    return shapes
+
+
 def _session(path: Path, data: bytes, ort: ModuleType) -> onnxruntime.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: nothing on the terminal
@@ -205,6 +282,7 @@ def load_onnx(path: Path, label: str | None = "--weights") -> tuple[OnnxModel, W
     metadata = metadata_of(path, props)
     input_name = props.get("input_name", INPUT)
     check_graph(path, proto.graph, metadata, input_name)
+    check_cost(path, onnx, proto, input_name, metadata.preprocessing.crop)
     model = OnnxModel(_session(path, data, ort), input_name)
     check_probe(path, model, metadata, props)
     return model, metadata

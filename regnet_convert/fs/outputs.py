@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -128,11 +129,17 @@ def check_output(path: str | Path, force: bool, inputs: Iterable[str | Path] = (
 
 
 def _check_parent(name: str | Path, parent: Path) -> None:
-    """An output's folder must exist and be writable."""
+    """An output's folder must exist and take a new file: an unnamed one is created there and dropped at once
+    (permissions alone do not tell: root may write everywhere, yet not into /proc or a read-only mount)."""
     if not parent.is_dir():
         raise InputError(name, f"output directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(name, f"cannot write in {str(parent)!r} (permission denied)")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise InputError(name, f"cannot write in {str(parent)!r} ({exc.strerror or exc})") from None
 
 
 def _temp_prefix(target: Path) -> str:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from regnet import RegNet
 from regnet.fast import fast_model
 from regnet_convert.errors import InputError
-from regnet_convert.process import notice, printable
+from regnet_convert.process import notice, printable, raise_if_interrupted
 from regnet_convert.validation.distributed import check_peers
 from regnet_convert.validation.preprocess import normalize
 
@@ -127,6 +127,7 @@ class Evaluation:
         bar = tqdm(total=total * len(feeds), unit="img", disable=not progress, desc="validating", leave=False)
         with bar:  # cleared however the loop ends: an error line never lands on the bar's line
             for images, labels, indices, errors in batches:
+                raise_if_interrupted()
                 if bad := [(i, e) for i, e in zip(indices.tolist(), errors, strict=True) if e]:
                     if not skip_bad_images:
                         raise InputError(None, f"{bad[0][1]} (use --skip-bad-images to skip such files)")
@@ -148,6 +149,7 @@ class Evaluation:
                 if progress and not sweep:
                     top1, top5 = (100.0 * hits[0] / max(images_done, 1)).tolist()
                     bar.set_postfix_str(f"top1 {top1:.2f} top5 {top5:.2f}", refresh=False)
+        raise_if_interrupted()  # one that landed during the last batches: the counts would be cut short
         counts = []
         for h in hits:
             top1, top5 = (int(v) for v in h.tolist())

@@ -19,6 +19,7 @@ import torch
 import regnet
 from regnet.imagenet import IMAGENET_CLASSES, categories_problem
 from regnet.metadata import WeightsMetadata
+from regnet.paths import cache_root
 from regnet.zoo import zoo_models
 from regnet_convert.conversion.detect import Kind
 from regnet_convert.conversion.identity import Identity
@@ -37,6 +38,7 @@ from regnet_convert.validation.report import ValidationResult
 from regnet_convert.validation.selection import checked_identity, model_of
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # DataLoader workers: one per core, at most 8
+MAX_WORKERS = 4 * max(8, os.cpu_count() or 1)  # each is a process: --workers 100000 forked until memory ran out
 
 
 @dataclass
@@ -163,14 +165,22 @@ def check_outputs(options: ValidationOptions, candidates: list[Candidate], image
 
 
 def check_cache_folder(options: ValidationOptions) -> None:
-    """A --cache folder must not be the data folder or inside it (it would then be scanned as images)."""
+    """A --cache folder, or with --fast $REGNET_CACHE, must not be the data folder or inside it (it would then be
+    scanned as images: the next run refuses a class folder named aoti)."""
+    data = Path(options.data).resolve()
+    if options.fast and _inside(cache_root().resolve(), data):
+        where = f"is inside the --data folder {options.data} (--fast would write its packages there)"
+        raise InputError(f"REGNET_CACHE {cache_root()}", f"{where}; set REGNET_CACHE to another folder")
     if options.cache is None:
         return
     if not os.fspath(options.cache):
         raise InputError("--cache ''", "is not a folder name; give a folder for the cache")
-    cache, data = Path(options.cache).resolve(), Path(options.data).resolve()
-    if cache == data or data in cache.parents:
+    if _inside(Path(options.cache).resolve(), data):
         raise InputError(f"--cache {options.cache}", f"is inside the --data folder {options.data}; give another")
+
+
+def _inside(folder: Path, data: Path) -> bool:
+    return folder == data or data in folder.parents
 
 
 def validate(options: ValidationOptions, placement: Placement) -> list[ValidationResult]:
