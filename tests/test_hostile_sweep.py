@@ -92,7 +92,7 @@ CASES = [
     case("cache-empty-name", [*W, "--cache", ""], ["--cache", "not a folder name"]),
     case("cache-is-the-data", [*W, "--cache", "val"], ["--cache val", "inside the --data folder"]),
     case("cache-inside-the-data", [*W, "--cache", "val/cache"], ["--cache val/cache", "inside the --data folder"]),
-    case("cache-unwritable", [*W, "--cache", "/sys"], ["/sys", "cannot write in", "not permitted"]),
+    case("cache-unwritable", [*W, "--cache", "/sys"], ["/sys", "cannot write in '/sys'"]),
     case("cache-uncreatable", [*W, "--cache", "/sys/rc"], ["--cache /sys/rc", "cannot be created", "not permitted"]),
     case(
         "cache-entry-is-a-file",
