@@ -79,11 +79,14 @@ def raise_if_interrupted() -> None:
         raise Interrupted(RECEIVED[0])
 
 
+_HOOK = {"outer": sys.__unraisablehook__}  # the unraisable hook in place before the command
+
+
 def _quiet_about_interruptions(unraisable: sys.UnraisableHookArgs) -> None:
     """`sys.unraisablehook` while a command runs: an interruption swallowed where Python cannot raise it (see
-    `raise_if_interrupted`) prints no traceback; anything else is reported as Python would."""
+    `raise_if_interrupted`) prints no traceback; anything else goes to the hook that was in place."""
     if not isinstance(unraisable.exc_value, Interrupted):
-        sys.__unraisablehook__(unraisable)
+        _HOOK["outer"](unraisable)
 
 
 @contextmanager
@@ -93,7 +96,7 @@ def signals_as_exceptions() -> Iterator[None]:
     previous = {signal.SIGCHLD: signal.getsignal(signal.SIGCHLD)}  # `_on_signal` may reset it
     _OWNER["pid"] = os.getpid()
     RECEIVED.clear()
-    hook, sys.unraisablehook = sys.unraisablehook, _quiet_about_interruptions
+    _HOOK["outer"], sys.unraisablehook = sys.unraisablehook, _quiet_about_interruptions
     for signum in INTERRUPTING_SIGNALS:
         try:
             previous[signum] = signal.signal(signum, _on_signal)
@@ -105,7 +108,8 @@ def signals_as_exceptions() -> Iterator[None]:
         for signum, handler in previous.items():
             with suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
-        sys.unraisablehook = hook
+        sys.unraisablehook = _HOOK["outer"]
+        RECEIVED.clear()  # the command's outcome is decided: nothing after it may read an interruption
 
 
 _ESCAPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
@@ -239,6 +243,10 @@ def exit_code_of(run: Callable[[], object]) -> int:
     """Run a click command in non-standalone mode and map everything that can end it to an exit code."""
     try:
         result = run()
+        if RECEIVED:  # a signal whose exception Python swallowed, and the command went on to its end
+            signalled, line = _interruption(RECEIVED[0])
+            error_line(f"{line.split(';')[0]}, after the command had done its work")
+            return signalled
         return result if isinstance(result, int) else 0
     except click.exceptions.Exit as done:
         return done.exit_code

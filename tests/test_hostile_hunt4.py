@@ -16,12 +16,13 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from crafted import copy_val
 from helpers import generated_val_set
 from hostile import Case, Zygote, check_refusal, snapshot
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from test_hostile_hunt3 import ONNX_MEMORY, Inputs, onnx_graph
 
 from regnet_convert import process
@@ -98,6 +99,41 @@ def many_nodes(nodes: list, initializers: list) -> None:
     nodes.append(helper.make_node("MatMul", [previous, "V"], ["logits"]))
 
 
+def shadowed_kernel(nodes: list, initializers: list) -> None:
+    """Three 224x224 convolutions (`kernel_shape` given) whose weight is also declared a graph input of symbolic
+    shape: inference would read the declared shape, not the stored one."""
+    convolutions(3, 224)(nodes, initializers)
+    for node in nodes:
+        if node.op_type == "Conv":
+            node.attribute.extend([helper.make_attribute("kernel_shape", [224, 224])])
+
+
+def declare_weight(setup):
+    """`setup`'s w.onnx with its weight K declared as a graph input of shape [3, 3, k, k]."""
+
+    def declared(d: Path, ex: Inputs) -> None:
+        setup(d, ex)
+        model = onnx.load(d / "w.onnx")
+        model.graph.input.append(helper.make_tensor_value_info("K", TensorProto.FLOAT, [3, 3, "k", "k"]))
+        onnx.save(model, d / "w.onnx")
+
+    return declared
+
+
+def square_in_the_batch(nodes: list, initializers: list) -> None:
+    """(N, K) + (1, N, K) broadcast to (N, N, K): little at one image, N^2 at a batch of N; zero logits."""
+    initializers += [numpy_helper.from_array(np.array([i], np.int64), f"axis{i}") for i in (0, 1)]
+    initializers.append(numpy_helper.from_array(np.zeros((1, 1000), np.float32), "zero"))
+    nodes += [
+        helper.make_node("Unsqueeze", ["f", "axis1"], ["a"]),
+        helper.make_node("Unsqueeze", ["f", "axis0"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("ReduceMean", ["s"], ["r"], axes=[1, 2], keepdims=0),
+        helper.make_node("Unsqueeze", ["r", "axis1"], ["r1"]),
+        helper.make_node("Mul", ["r1", "zero"], ["logits"]),
+    ]
+
+
 def with_val(setup):
     def both(d: Path, ex: Inputs) -> None:
         setup(d, ex)
@@ -127,6 +163,10 @@ REFUSED = [
          with_val(onnx_graph(convolutions(3, 224))), ["w.onnx", "224x224 kernel"], **SLOW_GRAPH),
     Case("onnx-dilated-kernel", CONVERT, ["inspect", "w.onnx"], onnx_graph(convolutions(2, 3, dilation=60)),
          ["w.onnx", "3x3 kernel (dilated)"], **SLOW_GRAPH),
+    Case("onnx-kernel-behind-a-declared-input", CONVERT, ["inspect", "w.onnx"],
+         declare_weight(onnx_graph(shadowed_kernel)), ["w.onnx", "224x224 kernel"], **SLOW_GRAPH),
+    Case("onnx-cost-square-in-the-batch", CONVERT, ["inspect", "w.onnx"], onnx_graph(square_in_the_batch),
+         ["w.onnx", "grows faster than its batch"], **SLOW_GRAPH),
     Case("onnx-concat-bomb", CONVERT, ["predict", "w.onnx", "a.jpg"], with_image(onnx_graph(concat_bomb)),
          ["w.onnx", "M values per image at 224x224", "at most"], **SLOW_GRAPH),
     Case("onnx-20000-nodes", CONVERT, ["inspect", "w.onnx"], onnx_graph(many_nodes),
@@ -205,3 +245,22 @@ def test_a_swallowed_signal_still_ends_the_run(converted_200mf, tmp_path: Path, 
     assert result.exit_code == 128 + signal.SIGTERM, result.output
     assert result.output == "error: terminated by SIGTERM; nothing was written\n"
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_swallowed_signal_in_a_command_that_finishes_sets_its_exit_code(converted_200mf, tmp_path, monkeypatch):
+    """Where no batch follows (an export), the command ends with the signal's code and says its work was done."""
+    from regnet_convert.export import pipeline
+
+    weights, _ = converted_200mf
+    real = pipeline.check_names_round_trip
+
+    def round_trip_while_a_signal_is_lost(*args, **kwargs):
+        SignalInAFinalizer()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_names_round_trip", round_trip_while_a_signal_is_lost)
+    output = tmp_path / "timm.safetensors"
+    result = CliRunner().invoke(convert_main, ["export", str(weights), str(output), "--to", "timm", "--quiet"])
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert result.output == "error: terminated by SIGTERM, after the command had done its work\n"
+    assert output.is_file() and process.RECEIVED == []  # done, and the next command starts afresh

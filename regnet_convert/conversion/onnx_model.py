@@ -162,32 +162,47 @@ def check_nodes(path: Path, graph: onnx.GraphProto) -> None:
 
 
 def check_cost(path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name: str, crop: int) -> None:
-    """Refuse a graph whose run would take long or much memory (MAX_NODES, MAX_KERNEL, MAX_MACS, MAX_VALUES),
-    from the shapes ONNX infers for one image at `crop` x `crop`; InputError naming what is too large."""
+    """Refuse a graph whose run would take long or much memory (MAX_NODES, MAX_KERNEL, MAX_MACS, MAX_VALUES per
+    image at 224, scaled with the crop's area above it), from the shapes ONNX infers at `crop` x `crop` for one
+    image and for two (a graph whose cost grows faster than its batch is refused too); InputError naming why."""
     graph = proto.graph
     if len(graph.node) > MAX_NODES:
         raise InputError(path, f"its graph has {len(graph.node):,} nodes; a RegNet export has at most {MAX_NODES:,}")
-    shapes = _inferred_shapes(path, onnx, proto, input_name, crop)
-    macs = values = 0.0
+    one, two = (_cost(path, graph, _inferred_shapes(path, onnx, proto, input_name, crop, n)) for n in (1, 2))
+    if two[0] > 2 * one[0] or two[1] > 2 * one[1]:
+        raise InputError(path, "its graph's cost grows faster than its batch (a RegNet's grows in proportion)")
+    scale = max(1.0, (crop / 224) ** 2)
+    (macs, values), most = one, (MAX_MACS * scale, MAX_VALUES * scale)
+    if macs > most[0] or values > most[1]:
+        raise InputError(path, f"its graph would take {macs / 1e9:,.0f} G multiply-adds and {values / 1e6:,.0f} M "
+                               f"values per image at {crop}x{crop}; a RegNet's take at most {most[0] / 1e9:,.0f} G and "
+                               f"{most[1] / 1e6:,.0f} M")  # fmt: skip
+
+
+def _cost(path: Path, graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> tuple[int, int]:
+    """Multiply-adds (Conv, Gemm, MatMul) and output values of the whole graph at `shapes`; InputError for an
+    output of unknown size or a convolution no RegNet has."""
+    macs = values = 0
     for index, node in enumerate(graph.node):
         what = f"node {index} ({node.op_type} {node.name[:40]!r})" if node.name else f"node {index} ({node.op_type})"
         out = [shapes.get(name) for name in node.output]
-        if any(dims is None for dims in out):
+        if not out or any(dims is None for dims in out):
             raise InputError(path, f"the size of its {what}'s output cannot be worked out")
         values += sum(math.prod(dims) for dims in out if dims is not None)
-        if node.op_type == "Conv" and (weight := shapes.get(node.input[1])) is not None and out[0] is not None:
-            if len(weight) != 4 or max(weight[2:]) > MAX_KERNEL or _dilated(node):
-                kernel = "x".join(map(str, weight[2:]))
+        if node.op_type == "Conv":
+            weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+            if weight is None or len(weight) != 4 or max(weight[2:]) > MAX_KERNEL or _dilated(node):
+                kernel = "x".join(map(str, weight[2:])) if weight else "unknown"
                 raise InputError(path, f"its {what} has a {kernel} kernel{' (dilated)' if _dilated(node) else ''}; "
                                        f"a RegNet's are undilated and at most {MAX_KERNEL}x{MAX_KERNEL}")  # fmt: skip
-            macs += math.prod(out[0]) * math.prod(weight[1:])
-        elif node.op_type in ("Gemm", "MatMul") and (left := shapes.get(node.input[0])) and out[0] is not None:
+            macs += math.prod(out[0] or []) * math.prod(weight[1:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            left = shapes.get(node.input[0])
+            if left is None:
+                raise InputError(path, f"the size of its {what}'s input cannot be worked out")
             transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
-            macs += math.prod(out[0]) * left[-2 if transposed else -1]
-    if macs > MAX_MACS or values > MAX_VALUES:
-        raise InputError(path, f"its graph would take {macs / 1e9:,.0f} G multiply-adds and {values / 1e6:,.0f} M "
-                               f"values per image at {crop}x{crop}; a RegNet's take at most {MAX_MACS / 1e9:.0f} G and "
-                               f"{MAX_VALUES / 1e6:,.0f} M")  # fmt: skip
+            macs += math.prod(out[0] or []) * left[-2 if transposed else -1]
+    return macs, values
 
 
 def _dilated(node: onnx.NodeProto) -> bool:
@@ -195,24 +210,20 @@ def _dilated(node: onnx.NodeProto) -> bool:
 
 
 def _inferred_shapes(
-    path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name: str, crop: int
+    path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name: str, crop: int, batch: int
 ) -> dict[str, list[int]]:
-    """Every tensor's shape for one image at `crop`, inferred by ONNX on a copy without the large weights' bytes
-    (their shapes stand in as graph inputs); a name whose shape stays unknown or symbolic is left out."""
+    """Every tensor's shape for `batch` images at `crop`, inferred by ONNX on a copy without the large weights'
+    bytes (their stored shapes stand in as graph inputs, whatever the graph declares for them); a name whose shape
+    stays unknown or symbolic is left out."""
     light = onnx.ModelProto()
     light.ir_version, light.graph.name = proto.ir_version, proto.graph.name
     light.opset_import.extend(proto.opset_import)
     light.graph.node.extend(proto.graph.node)
     light.graph.output.extend(proto.graph.output)
-    for graph_input in proto.graph.input:
-        if graph_input.name == input_name:
-            graph_input = onnx.helper.make_tensor_value_info(input_name, FLOAT, [1, 3, crop, crop])
-        light.graph.input.append(graph_input)
-    known = {i.name for i in light.graph.input}
+    light.graph.input.append(onnx.helper.make_tensor_value_info(input_name, FLOAT, [batch, 3, crop, crop]))
     for tensor in proto.graph.initializer:
         if tensor.data_type == FLOAT and math.prod(tensor.dims) > 64:  # weights: their shape is all that matters
-            if tensor.name not in known:
-                light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, FLOAT, list(tensor.dims)))
+            light.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, FLOAT, list(tensor.dims)))
         else:  # small tensors (a Reshape's target shape) keep their values: inference reads them
             light.graph.initializer.append(tensor)
     try:

@@ -164,11 +164,11 @@ def check_outputs(options: ValidationOptions, candidates: list[Candidate], image
             targets[label] = target
 
 
-def check_cache_folder(options: ValidationOptions) -> None:
-    """A --cache folder, or with --fast $REGNET_CACHE, must not be the data folder or inside it (it would then be
-    scanned as images: the next run refuses a class folder named aoti)."""
+def check_cache_folder(options: ValidationOptions, device: torch.device) -> None:
+    """A --cache folder, or with --fast on the CPU $REGNET_CACHE, must not be the data folder or inside it (it
+    would then be scanned as images: the next run refuses a class folder named aoti)."""
     data = Path(options.data).resolve()
-    if options.fast and _inside(cache_root().resolve(), data):
+    if options.fast and device.type == "cpu" and _inside(cache_root().resolve(), data):
         where = f"is inside the --data folder {options.data} (--fast would write its packages there)"
         raise InputError(f"REGNET_CACHE {cache_root()}", f"{where}; set REGNET_CACHE to another folder")
     if options.cache is None:
@@ -189,7 +189,7 @@ def validate(options: ValidationOptions, placement: Placement) -> list[Validatio
     rank, world_size, device = placement.rank, placement.world_size, placement.device
     candidates = resolve_models(options)
     check_outputs(options, candidates)
-    check_cache_folder(options)
+    check_cache_folder(options, device)
     pipeline = selfcheck.check(options.preprocess, device)
     if not pipeline.exact and rank == 0:
         selfcheck.announce(pipeline)
