@@ -79,16 +79,6 @@ def raise_if_interrupted() -> None:
         raise Interrupted(RECEIVED[0])
 
 
-_HOOK = {"outer": sys.__unraisablehook__}  # the unraisable hook in place before the command
-
-
-def _quiet_about_interruptions(unraisable: sys.UnraisableHookArgs) -> None:
-    """`sys.unraisablehook` while a command runs: an interruption swallowed where Python cannot raise it (see
-    `raise_if_interrupted`) prints no traceback; anything else goes to the hook that was in place."""
-    if not isinstance(unraisable.exc_value, Interrupted):
-        _HOOK["outer"](unraisable)
-
-
 @contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP raise `Interrupted` in the main thread while the command runs; the first one is
@@ -96,7 +86,15 @@ def signals_as_exceptions() -> Iterator[None]:
     previous = {signal.SIGCHLD: signal.getsignal(signal.SIGCHLD)}  # `_on_signal` may reset it
     _OWNER["pid"] = os.getpid()
     RECEIVED.clear()
-    _HOOK["outer"], sys.unraisablehook = sys.unraisablehook, _quiet_about_interruptions
+    outer_hook = sys.unraisablehook
+
+    def quiet_about_interruptions(unraisable: sys.UnraisableHookArgs) -> None:
+        """An interruption swallowed where Python cannot raise it (see `raise_if_interrupted`) prints no
+        traceback; any other unraisable error goes to the hook that was in place."""
+        if not isinstance(unraisable.exc_value, Interrupted):
+            outer_hook(unraisable)
+
+    sys.unraisablehook = quiet_about_interruptions
     for signum in INTERRUPTING_SIGNALS:
         try:
             previous[signum] = signal.signal(signum, _on_signal)
@@ -108,7 +106,7 @@ def signals_as_exceptions() -> Iterator[None]:
         for signum, handler in previous.items():
             with suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
-        sys.unraisablehook = _HOOK["outer"]
+        sys.unraisablehook = outer_hook
         RECEIVED.clear()  # the command's outcome is decided: nothing after it may read an interruption
 
 
@@ -207,10 +205,10 @@ def _reserve_standard_descriptors() -> None:
                 os.close(null)
 
 
-def _interruption(signum: int) -> tuple[int, str]:
+def _interruption(signum: int, then: str = "; nothing was written") -> tuple[int, str]:
     if signum == signal.SIGINT:
-        return EXIT_INTERRUPTED, "interrupted; nothing was written"
-    return 128 + signum, f"terminated by {signal.Signals(signum).name}; nothing was written"
+        return EXIT_INTERRUPTED, f"interrupted{then}"
+    return 128 + signum, f"terminated by {signal.Signals(signum).name}{then}"
 
 
 def outcome(error: BaseException) -> tuple[int, str | None]:
@@ -244,8 +242,8 @@ def exit_code_of(run: Callable[[], object]) -> int:
     try:
         result = run()
         if RECEIVED:  # a signal whose exception Python swallowed, and the command went on to its end
-            signalled, line = _interruption(RECEIVED[0])
-            error_line(f"{line.split(';')[0]}, after the command had done its work")
+            signalled, line = _interruption(RECEIVED[0], ", after the command had done its work")
+            error_line(line)
             return signalled
         return result if isinstance(result, int) else 0
     except click.exceptions.Exit as done:

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import pytest
 from crafted import Fixtures, copy_val, edit_metadata, nested_json
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Outcome, Zygote, check_refusal, snapshot
 from onnx import TensorProto, helper, numpy_helper
 
 from regnet_convert.export.pipeline import export
@@ -59,8 +59,8 @@ def inputs(tmp_path_factory, converted_200mf, fixtures) -> Inputs:
     return Inputs(fixtures, native, folder / "model.onnx", folder / "hf", folder / "timm-hub")
 
 
-def run_case(case: Case, inputs: Inputs, zygote: Zygote, tmp_path: Path) -> Path:
-    """`hostile.refuse` with `{folder}` in the environment replaced by the case's folder."""
+def run_case(case: Case, inputs: Inputs, zygote: Zygote, tmp_path: Path) -> Outcome:
+    """`hostile.refuse` with `{folder}` in the environment replaced by the case's folder; returns how it ended."""
     folder = tmp_path / "case"
     folder.mkdir()
     case.setup(folder, inputs)
@@ -68,7 +68,7 @@ def run_case(case: Case, inputs: Inputs, zygote: Zygote, tmp_path: Path) -> Path
     env = {k: v.format(folder=folder) for k, v in case.env.items()}
     outcome = zygote.run(case.tool, case.argv, folder, env, case.seconds, case.memory)
     check_refusal(outcome, before, snapshot(folder), case.code, case.says)
-    return folder
+    return outcome
 
 
 # ---- crafted inputs ----------------------------------------------------------------------------------------------

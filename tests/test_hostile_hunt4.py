@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 from crafted import copy_val
 from helpers import generated_val_set
-from hostile import Case, Zygote, check_refusal, snapshot
+from hostile import Case, Zygote
 from onnx import TensorProto, helper, numpy_helper
-from test_hostile_hunt3 import ONNX_MEMORY, Inputs, onnx_graph
+from test_hostile_hunt3 import ONNX_MEMORY, Inputs, onnx_graph, run_case
 
 from regnet_convert import process
 from regnet_convert.cli.convert import main as convert_main
@@ -190,14 +190,7 @@ REFUSED = [
 @pytest.mark.parametrize("case", REFUSED, ids=lambda case: case.id)
 def test_refused(case: Case, inputs: Inputs, zygote: Zygote, tmp_path: Path):
     """One line, the exit code, nothing changed, and nothing run first (no report on stdout)."""
-    folder = tmp_path / "case"
-    folder.mkdir()
-    case.setup(folder, inputs)
-    before = snapshot(folder)
-    env = {k: v.format(folder=folder) for k, v in case.env.items()}
-    outcome = zygote.run(case.tool, case.argv, folder, env, case.seconds, case.memory)
-    check_refusal(outcome, before, snapshot(folder), case.code, case.says)
-    assert outcome.stdout == ""
+    assert run_case(case, inputs, zygote, tmp_path).stdout == ""
 
 
 def test_the_genuine_onnx_export_is_within_every_bound(inputs: Inputs, zygote: Zygote, tmp_path: Path):

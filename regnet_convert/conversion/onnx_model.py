@@ -185,24 +185,28 @@ def _cost(path: Path, graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> t
     macs = values = 0
     for index, node in enumerate(graph.node):
         what = f"node {index} ({node.op_type} {node.name[:40]!r})" if node.name else f"node {index} ({node.op_type})"
-        out = [shapes.get(name) for name in node.output]
-        if not out or any(dims is None for dims in out):
+        out = [shapes[name] for name in node.output if name in shapes]
+        if not out or len(out) != len(node.output):
             raise InputError(path, f"the size of its {what}'s output cannot be worked out")
-        values += sum(math.prod(dims) for dims in out if dims is not None)
+        values += sum(math.prod(dims) for dims in out)
         if node.op_type == "Conv":
-            weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
-            if weight is None or len(weight) != 4 or max(weight[2:]) > MAX_KERNEL or _dilated(node):
+            weight, dilated = shapes.get(node.input[1]) if len(node.input) > 1 else None, _dilated(node)
+            if weight is None or len(weight) != 4 or max(weight[2:]) > MAX_KERNEL or dilated:
                 kernel = "x".join(map(str, weight[2:])) if weight else "unknown"
-                raise InputError(path, f"its {what} has a {kernel} kernel{' (dilated)' if _dilated(node) else ''}; "
+                raise InputError(path, f"its {what} has a {kernel} kernel{' (dilated)' if dilated else ''}; "
                                        f"a RegNet's are undilated and at most {MAX_KERNEL}x{MAX_KERNEL}")  # fmt: skip
-            macs += math.prod(out[0] or []) * math.prod(weight[1:])
+            macs += math.prod(out[0]) * math.prod(weight[1:])
         elif node.op_type in ("Gemm", "MatMul"):
-            left = shapes.get(node.input[0])
-            if left is None:
+            if (left := shapes.get(node.input[0])) is None:
                 raise InputError(path, f"the size of its {what}'s input cannot be worked out")
             transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
-            macs += math.prod(out[0] or []) * left[-2 if transposed else -1]
+            macs += math.prod(out[0]) * left[-2 if transposed else -1]
     return macs, values
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (its type's name if it has no text), cut to 120 characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
 def _dilated(node: onnx.NodeProto) -> bool:
@@ -229,8 +233,7 @@ def _inferred_shapes(
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True, data_prop=True).graph
     except Exception as exc:  # onnx raises InferenceError and others for shapes that do not fit together
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise InputError(path, f"its graph's shapes do not fit together ({detail})") from None
+        raise InputError(path, f"its graph's shapes do not fit together ({_first_line(exc)})") from None
     shapes = {}
     for info in [*inferred.input, *inferred.value_info, *inferred.output]:
         dims = _dims(info)
@@ -287,8 +290,7 @@ def load_onnx(path: Path, label: str | None = "--weights") -> tuple[OnnxModel, W
         proto = onnx.load_model_from_string(data)
         onnx.checker.check_model(proto)
     except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError: a truncated or damaged file
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise InputError(path, f"truncated or damaged ONNX file ({detail})") from None
+        raise InputError(path, f"truncated or damaged ONNX file ({_first_line(exc)})") from None
     props = {entry.key: entry.value for entry in proto.metadata_props}
     metadata = metadata_of(path, props)
     input_name = props.get("input_name", INPUT)

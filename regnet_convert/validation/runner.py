@@ -168,9 +168,9 @@ def check_cache_folder(options: ValidationOptions, device: torch.device) -> None
     """A --cache folder, or with --fast on the CPU $REGNET_CACHE, must not be the data folder or inside it (it
     would then be scanned as images: the next run refuses a class folder named aoti)."""
     data = Path(options.data).resolve()
-    if options.fast and device.type == "cpu" and _inside(cache_root().resolve(), data):
+    if options.fast and device.type == "cpu" and _inside((root := cache_root()).resolve(), data):
         where = f"is inside the --data folder {options.data} (--fast would write its packages there)"
-        raise InputError(f"REGNET_CACHE {cache_root()}", f"{where}; set REGNET_CACHE to another folder")
+        raise InputError(f"REGNET_CACHE {root}", f"{where}; set REGNET_CACHE to another folder")
     if options.cache is None:
         return
     if not os.fspath(options.cache):
