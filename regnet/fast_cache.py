@@ -272,6 +272,12 @@ def _probe(runner: Runner, folded: nn.Module, example: torch.Tensor) -> None:
         raise Refused("does not compute this model")
 
 
+# No precompiled headers: inductor writes them (~150 MB a set of compiler flags) to its global folder in /tmp, which
+# `fresh_cache` does not move, and leaves them there. The wrapper (a sequence of kernel calls; the kernels keep -O3)
+# compiles at -O0, which wins back most of what the headers saved; packages run as fast (bench/README.md).
+COMPILE_OPTIONS = {"aot_inductor.precompile_headers": False, "aot_inductor.compile_wrapper_opt_level": "O0"}
+
+
 def _compile(folded: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Export `folded` with a dynamic batch and compile it with AOTInductor into the package `path`; inductor's
     intermediate files go to a folder beside it (torch's `fresh_cache`), not to its shared temporary cache."""
@@ -282,7 +288,7 @@ def _compile(folded: nn.Module, example: torch.Tensor, path: Path) -> None:
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},))
         with fresh_cache(dir=str(path.parent)):
-            inductor.aoti_compile_and_package(program, package_path=str(path))
+            inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=COMPILE_OPTIONS)
 
 
 def _cached(package: Path, record: Path, key: dict[str, object], folded: nn.Module, example: torch.Tensor) -> Runner:

@@ -1,5 +1,5 @@
 """Shared fixtures: a CLI runner, a converted model, one thread per test module; and the run's preconditions
-(the oracles installed, one core per parallel worker). Shared plain helpers are in helpers.py."""
+(the oracles installed, one thread per parallel worker). Shared plain helpers are in helpers.py."""
 
 from __future__ import annotations
 

@@ -162,7 +162,10 @@ def validate(folder: Path, *extra: str, warnings_are_errors: bool = False) -> tu
     argv = ["--weights", "tiny.safetensors", "--data", "val", "--workers", "0", "--quiet", "--json", "r.json", *extra]
     flags = ["-W", "error"] if warnings_are_errors else []
     cmd = [sys.executable, *flags, "-m", "regnet_convert.cli.validate", *argv]
-    env = {**os.environ, "REGNET_CACHE": str(folder / "cache")}
+    # the temporary folder (torch's global cache, /tmp/torchinductor_$USER, included) in `folder`: a test sees what
+    # a run leaves there
+    (folder / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "REGNET_CACHE": str(folder / "cache"), "TMPDIR": str(folder / "tmp")}
     done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     return done, (json.loads((folder / "r.json").read_text()) if done.returncode == 0 else {})
 
@@ -189,6 +192,9 @@ def test_fast_validation_prints_nothing_cold_or_cached(primed, tmp_path):
     cache = folder / "cache"
     files = snapshot(cache)
     assert len([name for name in files if name.endswith(".pt2")]) == 1
+    # nothing left in the temporary folder: inductor's precompiled headers (~150 MB a set of compiler flags) stayed
+    # in /tmp/torchinductor_$USER, outside the cache
+    assert snapshot(folder / "tmp") == {}
     cached, again = validate(folder, "--fast", warnings_are_errors=True)
     assert (cached.returncode, cached.stderr) == (0, ""), cached.stderr
     assert counts(again) == counts(reference)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,8 +95,13 @@ def test_two_processes_give_the_single_process_result(tmp_path, small_val, conve
         "--master-port",
         str(unused_port()),
     ]
+    launcher_tmp = tmp_path / "launcher-tmp"  # torchrun leaves its torchelastic_* folders in $TMPDIR: here, not /tmp
+    launcher_tmp.mkdir()
     subprocess.run(
-        [*torchrun, "-m", "regnet_convert.cli.validate", *common, "--json", str(double)], check=True, timeout=300
+        [*torchrun, "-m", "regnet_convert.cli.validate", *common, "--json", str(double)],
+        check=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(launcher_tmp)},
     )
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
