@@ -31,7 +31,9 @@ MM_ORACLES := mmcv==1.7.2 mmcls==0.25.0
 # pytest-xdist: a worker per core and one more, at most 4 (each holds its own copies of the session fixtures and zoo
 # models): the extra worker takes the core of a test that waits on a server, a timeout or a child (2 cores: the
 # suite 642 -> 585 s, bench/README.md); each worker computes on one thread (tests/conftest.py)
-WORKERS ?= $(shell cores=$$(nproc 2>/dev/null || echo 1); echo $$(( cores < 4 ? cores + 1 : 4 )))
+# (nproc without the OpenMP variables, which it obeys; getconf where there is no nproc)
+WORKERS ?= $(shell cores=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || \
+	getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$(( cores < 4 ? cores + 1 : 4 )))
 PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS)
 ORACLE_TESTS := tests/test_known_answers.py tests/test_preprocess.py tests/test_zoo_equivalence.py tests/test_timm.py \
 	tests/test_export.py tests/test_export_hf.py tests/test_export_mmcls.py tests/test_export_onnx.py

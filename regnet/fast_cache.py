@@ -272,9 +272,10 @@ def _probe(runner: Runner, folded: nn.Module, example: torch.Tensor) -> None:
         raise Refused("does not compute this model")
 
 
-# No precompiled headers: inductor writes them (~150 MB a set of compiler flags) to its global folder in /tmp, which
-# `fresh_cache` does not move, and leaves them there. The wrapper (a sequence of kernel calls; the kernels keep -O3)
-# compiles at -O0, which wins back most of what the headers saved; packages run as fast (bench/README.md).
+# No precompiled headers: inductor writes them (two, ~300 MB, a set of compiler flags) to its global folder in
+# /tmp, which `fresh_cache` does not move, and leaves them there. The wrapper (a sequence of kernel calls; the
+# kernels keep -O3) compiles at -O0, which wins back most of what the headers saved; packages run as fast
+# (bench/README.md).
 COMPILE_OPTIONS = {"aot_inductor.precompile_headers": False, "aot_inductor.compile_wrapper_opt_level": "O0"}
 
 
@@ -288,7 +289,8 @@ def _compile(folded: nn.Module, example: torch.Tensor, path: Path) -> None:
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},))
         with fresh_cache(dir=str(path.parent)):
-            inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=COMPILE_OPTIONS)
+            options = dict(COMPILE_OPTIONS)  # a copy: torch adds its own keys to the dict it is given
+            inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=options)
 
 
 def _cached(package: Path, record: Path, key: dict[str, object], folded: nn.Module, example: torch.Tensor) -> Runner:
