@@ -29,8 +29,9 @@ STAMP := $(VENV)/.installed
 ORACLES := pycls==0.1.1 yacs simplejson
 MM_ORACLES := mmcv==1.7.2 mmcls==0.25.0
 # pytest-xdist: a worker per core and one more, at most 4 (each holds its own copies of the session fixtures and zoo
-# models): the extra worker takes the core of a test that waits on a server, a timeout or a child (2 cores: the
-# suite 642 -> 585 s, bench/README.md); each worker computes on one thread (tests/conftest.py)
+# models): the extra worker takes the core of a test that waits on a server, a timeout or a child (2 cores,
+# installed venv: 642 -> 585 s; on fresh clones no gain beyond the runs' spread: bench/README.md); each worker
+# computes on one thread (tests/conftest.py)
 # (nproc without the OpenMP variables, which it obeys; getconf where there is no nproc)
 WORKERS ?= $(shell cores=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || \
 	getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$(( cores < 4 ? cores + 1 : 4 )))
