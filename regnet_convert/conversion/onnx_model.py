@@ -172,11 +172,12 @@ def check_cost(path: Path, onnx: ModuleType, proto: onnx.ModelProto, input_name:
     if two[0] > 2 * one[0] or two[1] > 2 * one[1]:
         raise InputError(path, "its graph's cost grows faster than its batch (a RegNet's grows in proportion)")
     scale = max(1.0, (crop / 224) ** 2)
-    (macs, values), most = one, (MAX_MACS * scale, MAX_VALUES * scale)
-    if macs > most[0] or values > most[1]:
+    macs, values = one
+    most_macs, most_values = MAX_MACS * scale, MAX_VALUES * scale
+    if macs > most_macs or values > most_values:
         raise InputError(path, f"its graph would take {macs / 1e9:,.0f} G multiply-adds and {values / 1e6:,.0f} M "
-                               f"values per image at {crop}x{crop}; a RegNet's take at most {most[0] / 1e9:,.0f} G and "
-                               f"{most[1] / 1e6:,.0f} M")  # fmt: skip
+                               f"values per image at {crop}x{crop}; a RegNet's take at most {most_macs / 1e9:,.0f} G "
+                               f"and {most_values / 1e6:,.0f} M")  # fmt: skip
 
 
 def _cost(path: Path, graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> tuple[int, int]:
@@ -185,9 +186,9 @@ def _cost(path: Path, graph: onnx.GraphProto, shapes: dict[str, list[int]]) -> t
     macs = values = 0
     for index, node in enumerate(graph.node):
         what = f"node {index} ({node.op_type} {node.name[:40]!r})" if node.name else f"node {index} ({node.op_type})"
-        out = [shapes[name] for name in node.output if name in shapes]
-        if not out or len(out) != len(node.output):
+        if not node.output or any(name not in shapes for name in node.output):
             raise InputError(path, f"the size of its {what}'s output cannot be worked out")
+        out = [shapes[name] for name in node.output]
         values += sum(math.prod(dims) for dims in out)
         if node.op_type == "Conv":
             weight, dilated = shapes.get(node.input[1]) if len(node.input) > 1 else None, _dilated(node)
